@@ -158,3 +158,13 @@ def test_save_results_leaves_input_unchanged(sim, tmp_path):
         assert saved.meta.cal_step.dq_init == "COMPLETE"
         np.testing.assert_array_equal(saved.pixeldq, ramp.pixeldq)
         np.testing.assert_array_equal(saved.data, ramp.data)
+
+
+def test_streamed_file_equals_model_in_memory(sim):
+    import roman_datamodels as rdm
+
+    streamed = DQInitStep.call(str(sim.path))  # the cube is streamed from the file
+    with rdm.open(sim.path, lazy_load=False) as raw:
+        loaded = DQInitStep.call(raw)  # the cube is already in memory
+    for key in ("data", "groupdq", "pixeldq", "amp33", "border_ref_pix_left"):
+        np.testing.assert_array_equal(getattr(streamed, key), getattr(loaded, key))

@@ -82,6 +82,8 @@ def decode_raw(
     data_u16: np.ndarray,
     reference_read: np.ndarray | None = None,
     offset: float = 0,
+    *,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Decode raw L1 resultants to float32 DN: ``data + reference_read − offset``.
 
@@ -93,24 +95,31 @@ def decode_raw(
         L1 ``reference_read`` (or ``reference_amp33``), added to every resultant.
     offset : float, optional
         ``meta.instrument.data_encoding_offset`` (DN), subtracted (0 if absent).
+    out : ndarray (nresultants, ny, nx) float32, optional
+        Where to write the result (e.g. a slice of a larger cube).
 
     Returns
     -------
     ndarray (nresultants, ny, nx) float32
-        A new array; exact for 16-bit inputs (all sums are integers < 2**24).
+        ``out`` or a new array; exact for 16-bit inputs (all sums are integers < 2**24).
     """
     data = np.asarray(data_u16)
     if data.ndim != 3:
         raise ValueError(f"raw data must be 3-D (nresultants, ny, nx), got shape {data.shape}")
-    out = data.astype(np.float32)
-    plane = np.full(data.shape[1:], -float(offset), dtype=np.float32)
-    if reference_read is not None:
-        ref = np.asarray(reference_read)
-        if ref.shape != data.shape[1:]:
-            raise ValueError(
-                f"reference read has shape {ref.shape}, resultant planes are {data.shape[1:]}"
-            )
-        plane += ref.astype(np.float32)
-    if offset or reference_read is not None:
-        out += plane
+    if out is None:
+        out = np.empty(data.shape, dtype=np.float32)
+    elif out.shape != data.shape or out.dtype != np.float32:
+        raise ValueError(f"out must be float32 of shape {data.shape}")
+    if reference_read is None:
+        np.subtract(data, np.float32(offset), out=out, dtype=np.float32)
+        return out
+    ref = np.asarray(reference_read)
+    if ref.shape != data.shape[1:]:
+        raise ValueError(
+            f"reference read has shape {ref.shape}, resultant planes are {data.shape[1:]}"
+        )
+    for res, dst in zip(data, out, strict=True):  # one plane at a time: no cube temporaries
+        np.add(res, ref, out=dst, dtype=np.float32)
+        if offset:
+            dst -= np.float32(offset)
     return out

@@ -9,6 +9,7 @@ import numpy as np
 
 from rampcal.core.dq_init import decode_raw
 from rampcal.core.readpattern import normalize_read_pattern
+from rampcal.datamodels.blockstream import plane_reader
 from rampcal.datamodels.io import load_array
 from rampcal.errors import InputFileError
 from rampcal.reference.nominal import REFERENCE_BORDER
@@ -92,37 +93,38 @@ def raw_to_ramp(raw, *, copy_border: bool = True):
         )
     name = getattr(raw.meta, "filename", None)
     read_pattern_of(raw)
-    data_in = load_array(raw, "data")
-    if data_in is None or np.ndim(data_in) != 3:
+    reader = plane_reader(raw, "data")
+    shape = reader.shape if reader is not None else np.shape(load_array(raw, "data"))
+    if len(shape) != 3:
         raise InputFileError("data is not a 3-D resultant cube", path=name)
-    nres, ny, nx = data_in.shape
+    nres, ny, nx = shape
 
     offset = float(raw.meta.instrument.get("data_encoding_offset", 0) or 0)
-    ref_read = raw.get("reference_read") if hasattr(raw, "get") else None
-    ref_amp33 = raw.get("reference_amp33") if hasattr(raw, "get") else None
-    if ref_read is not None:
-        ref_read = load_array(raw, "reference_read")
-        if ref_read.shape != (ny, nx):
-            raise InputFileError(
-                f"reference_read has shape {ref_read.shape}, expected {(ny, nx)}", path=name
-            )
-
-    data = decode_raw(data_in, ref_read, offset)
-    del data_in
-    amp33 = decode_raw(
-        load_array(raw, "amp33"), None if ref_amp33 is None else load_array(raw, "reference_amp33"),
-        offset,
-    )  # fmt: skip
-
-    resultantdq = raw.get("resultantdq") if hasattr(raw, "get") else None
-    if resultantdq is not None:
-        groupdq = np.array(resultantdq, dtype=np.uint8)
-        if groupdq.shape != data.shape:
-            raise InputFileError(
-                f"resultantdq has shape {groupdq.shape}, expected {data.shape}", path=name
-            )
-    else:
+    ref_read = _whole_array(raw, "reference_read")
+    if ref_read is not None and ref_read.shape != (ny, nx):
+        raise InputFileError(
+            f"reference_read has shape {ref_read.shape}, expected {(ny, nx)}", path=name
+        )
+    try:
+        if reader is None:  # already in memory (or not streamable): decode it at once
+            data = decode_raw(load_array(raw, "data"), ref_read, offset)
+        else:  # stream the (compressed) cube plane by plane into the float32 cube
+            data = np.empty(shape, dtype=np.float32)
+            for i, plane in enumerate(reader.planes(1)):
+                decode_raw(plane, ref_read, offset, out=data[i : i + 1])
+        del ref_read
+        amp33 = decode_raw(_whole_array(raw, "amp33"), _whole_array(raw, "reference_amp33"), offset)
+        groupdq = _whole_array(raw, "resultantdq", dtype=np.uint8)
+    except ValueError as exc:  # a truncated or damaged block
+        raise InputFileError(
+            f"cannot read the raw arrays, truncated or damaged? ({exc})", path=name
+        ) from None
+    if groupdq is None:
         groupdq = np.zeros((nres, ny, nx), dtype=np.uint8)
+    elif groupdq.shape != data.shape:
+        raise InputFileError(
+            f"resultantdq has shape {groupdq.shape}, expected {data.shape}", path=name
+        )
 
     meta = copy.deepcopy(dict(raw.meta))
     meta.pop("model_type", None)
@@ -144,6 +146,17 @@ def raw_to_ramp(raw, *, copy_border: bool = True):
     if copy_border:
         copy_border_reference_pixels(ramp)
     return ramp
+
+
+def _whole_array(model, key: str, dtype=None):
+    """Array ``key`` of a (possibly lazily opened) model, read with the fast block reader."""
+    if model.get(key) is None:
+        return None
+    reader = plane_reader(model, key)
+    if reader is None:
+        return load_array(model, key, dtype=dtype)
+    array = reader.read()
+    return array if dtype is None else array.astype(dtype, copy=False)
 
 
 def copy_border_reference_pixels(ramp) -> None:

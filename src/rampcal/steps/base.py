@@ -50,6 +50,17 @@ class RampcalStep(Step):
         return open_model(init, **kwargs)
 
     @classmethod
+    def _get_crds_parameters(cls, dataset):
+        # stpipe opens the whole input here only to build CRDS keywords: without CRDS
+        # nothing uses them, and with it the header is enough (no arrays read)
+        if not crds_configured():
+            return {}, "roman"
+        if isinstance(dataset, (str, os.PathLike)) and not os.fspath(dataset).endswith(".json"):
+            with open_model(dataset, lazy_load=True) as model:
+                return model.get_crds_parameters(), model.crds_observatory
+        return super()._get_crds_parameters(dataset)
+
+    @classmethod
     def get_config_from_reference(cls, dataset, disable=None, crds_observatory=None):
         """Step parameters from CRDS ``pars-*`` files: only when CRDS is configured."""
         if not crds_configured():

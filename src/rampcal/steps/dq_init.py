@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
+import os
 
 import numpy as np
 
 from rampcal.core.dq_init import flag_guide_window
-from rampcal.datamodels import copy_border_reference_pixels, raw_to_ramp
+from rampcal.datamodels import copy_border_reference_pixels, open_model, raw_to_ramp
 from rampcal.steps.base import RampcalStep
 
 log = logging.getLogger(__name__)
@@ -30,7 +31,11 @@ class DQInitStep(RampcalStep):
     def process(self, step_input):
         from roman_datamodels import datamodels as rdd
 
-        model = self.open_model(step_input)
+        if isinstance(step_input, (str, os.PathLike)):
+            # headers only: raw_to_ramp streams the cube from the file plane by plane
+            model = open_model(step_input, lazy_load=True)
+        else:
+            model = self.open_model(step_input)
         if isinstance(model, rdd.ScienceRawModel):
             ramp = raw_to_ramp(model, copy_border=False)
             if model is not step_input:
