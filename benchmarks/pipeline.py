@@ -141,6 +141,7 @@ def _run_stage(stage: str, uncal: Path, out: Path) -> dict:
         "total_s": total,
         "steps_s": {k: v for k, v in timer.times.items() if k != "ExposurePipeline"},
         "steps_peak_rss_mb": {k: v for k, v in timer.peak_mb.items() if k != "ExposurePipeline"},
+        "steps_start_rss_mb": {k: v for k, v in timer.start_mb.items() if k != "ExposurePipeline"},
         "peak_rss_mb": peak_rss_mb(),
         "outputs": sorted(p.name for p in out.iterdir()) if out.exists() else [],
     }
@@ -154,7 +155,8 @@ def _print(report: dict) -> None:
               f"peak RSS {run['peak_rss_mb']:7.0f} MB")  # fmt: skip
         for name, sec in run["steps_s"].items():
             mem = run["steps_peak_rss_mb"].get(name, float("nan"))
-            print(f"      {name:<22s} {sec:7.2f} s   {mem:7.0f} MB")
+            start = run.get("steps_start_rss_mb", {}).get(name, float("nan"))
+            print(f"      {name:<22s} {sec:7.2f} s   {start:7.0f} -> {mem:5.0f} MB")
 
 
 if __name__ == "__main__":

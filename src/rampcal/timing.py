@@ -28,6 +28,7 @@ class StepTimer(logging.Handler):
     """Log handler timing every stpipe step between its 'running' and 'done' records.
 
     Use as a context manager. :attr:`times` maps step name → seconds and
+    :attr:`start_mb` step name → RSS when it started, and
     :attr:`peak_mb` step name → the highest RSS sampled while the step ran (sampled
     every ``interval`` seconds by a background thread; innermost step wins).
     """
@@ -36,6 +37,7 @@ class StepTimer(logging.Handler):
         super().__init__(level=logging.INFO)
         self.times: dict[str, float] = {}
         self.peak_mb: dict[str, float] = {}
+        self.start_mb: dict[str, float] = {}
         self._start: dict[str, float] = {}
         self._stack: list[str] = []
         self._interval = interval
@@ -49,6 +51,7 @@ class StepTimer(logging.Handler):
         name = str(record.args[0])
         if msg.startswith("Step %s running"):
             self._start[name] = time.perf_counter()
+            self.start_mb.setdefault(name, rss_mb())
             self._stack.append(name)
         elif msg.startswith("Step %s done") and name in self._start:
             elapsed = time.perf_counter() - self._start.pop(name)

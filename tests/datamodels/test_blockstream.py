@@ -70,3 +70,49 @@ def test_plane_reader_of_lazy_roman_model(tmp_path, raw_factory):
     with rdm.open(small_uncal, lazy_load=False) as raw:
         assert np.array_equal(streamed, np.asarray(raw.data))
         assert plane_reader(raw, "data") is None  # already in memory: nothing to stream
+
+
+@pytest.mark.parametrize(
+    ("fill", "uniform"),
+    [(2.5, True), (np.nan, True), (None, False)],
+)
+def test_compact_array(tmp_path, fill, uniform):
+    from rampcal.datamodels.blockstream import compact_array
+
+    plane = np.full((300, 1100), 2.5 if fill is None else fill, dtype=np.float32)
+    if fill is None:
+        plane[299, 1099] = 3.0  # one odd pixel in the last streamed piece
+    path = tmp_path / "c.asdf"
+    _write(path, {"data": plane}, "lz4")
+    with asdf.open(path, lazy_load=True) as af:
+        got = compact_array(af, "data")
+    assert got.shape == plane.shape
+    assert (got.strides == (0, 0)) == uniform
+    np.testing.assert_array_equal(got, plane)
+
+
+def test_compact_array_of_reference_model():
+    """The built-in GAIN default is uniform: one value in memory, not a 64x96 plane."""
+    from rampcal.datamodels import open_model
+    from rampcal.datamodels.blockstream import compact_array
+    from rampcal.reference import default_reference, nominal
+
+    path = default_reference("gain", detector="WFI01", optical_element="F158", shape=(64, 96))
+    with open_model(path) as ref:  # opened lazily: arrays are read on demand
+        gain = compact_array(ref, "data", np.float32)
+        assert gain.strides == (0, 0) and gain.shape == (64, 96)
+        assert gain[0, 0] == np.float32(nominal.GAIN)
+
+
+def test_release_pages_returns_memory():
+    from rampcal.memory import release_pages
+    from rampcal.timing import rss_mb
+
+    cube = np.ones((4, 1024, 4096), dtype=np.float32)  # 64 MiB, every page touched
+    before = rss_mb()
+    released = sum(release_pages(plane[100:900]) for plane in cube)
+    assert released > 0.99 * 4 * 800 * 4096 * 4
+    assert rss_mb() < before - 40
+    assert cube[0, 99, 0] == 1 and cube[0, 900, 0] == 1  # outside the views: untouched
+    assert cube[1, 500].sum() == 0  # released pages read back as zeros
+    assert release_pages(np.ones(10)[::2]) == 0  # not contiguous: nothing done

@@ -131,6 +131,8 @@ def test_save_calibrated_ramp(exposure, tmp_path):
     with rdm.open(tmp_path / "r0001_wfi01_ramp.asdf") as ramp:
         assert type(ramp).__name__ == "RampModel"
         assert ramp.meta.cal_step.dark == "COMPLETE"
+        dark = np.asarray(ramp.average_dark_current)
+        assert dark.shape == ramp.data.shape[1:] and np.median(dark) > 0
     # later products keep the exposure's name (the _ramp suffix is replaced, not kept)
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "r0001_wfi01_cal.asdf", "r0001_wfi01_ramp.asdf", "r0001_wfi01_wcs.asdf",

@@ -140,3 +140,31 @@ def test_legacy_dark_cube(sim, chain, tmp_path):
 
     with pytest.raises(ReferenceFileError, match="3 planes"):
         DarkCurrentStep.call(chain.get("linearity"), override_dark=bad)
+
+
+def test_uniform_dark_is_one_value_and_saves(chain, tmp_path):
+    """A uniform DARK is applied from one value; the ramp still saves and reads back."""
+    import roman_datamodels as rdm
+    from roman_datamodels import datamodels as rdd
+
+    from rampcal.datamodels import save_atomic
+    from rampcal.steps.dark_current import DarkCurrentStep
+
+    ramp = chain.get("linearity")
+    shape = ramp.pixeldq.shape
+    dark = rdd.DarkRefModel.create_fake_data(shape=(2, *shape))
+    dark.meta.instrument.detector = "WFI01"
+    dark.dark_slope = np.full(shape, 0.25, np.float32)
+    dark.dark_slope_error = np.zeros(shape, np.float32)
+    dark.dq = np.zeros(shape, np.uint32)
+    assert "data" not in dark  # the current format: no 3-D cube
+    path = save_atomic(dark, tmp_path / "flat_dark.asdf")
+    before = np.array(ramp.data)
+    out = DarkCurrentStep.call(ramp, override_dark=str(path))
+    assert out["average_dark_current"].strides == (0, 0)  # one value, no plane in memory
+    tbar = np.asarray(out.data - before).mean(axis=(1, 2)) / -0.25
+    assert np.all(np.diff(tbar) > 0)
+    saved = save_atomic(out, tmp_path / "r_darkcurrent.asdf")
+    with rdm.open(saved) as back:
+        expected = np.full(shape, 0.25, np.float32)
+        np.testing.assert_array_equal(back["average_dark_current"], expected)

@@ -203,3 +203,26 @@ def test_steps_chain_through_saved_files(tmp_path, sim):
             assert m.meta.cal_step[step.class_alias] == "COMPLETE"
     with rdm.open(current) as image:
         assert image.data.ndim == 2 and np.isfinite(image.data).mean() > 0.99
+
+
+@pytest.mark.parametrize("algorithm", ["ols_cas22", "likely", "ols"])
+def test_row_blocks_do_not_change_results(chain, algorithm):
+    """Fitting 7 rows at a time gives exactly the one-block image, and the jumps found
+    are written into the ramp's groupdq."""
+    from rampcal.reference import nominal
+    from rampcal.steps.ramp_fit import fit_ramp_model
+
+    ramp = chain.get("dark")
+    maps = nominal.nominal_maps("WFI01", ramp.pixeldq.shape)
+    rn, gain = maps["readnoise"], maps["gain"]
+    whole_ramp = ramp.copy()
+    whole = fit_ramp_model(whole_ramp, rn, gain, algorithm=algorithm, chunk_rows=100_000)
+    blocks = fit_ramp_model(ramp, rn, gain, algorithm=algorithm, chunk_rows=7)
+    for key in ("data", "dq", "err", "var_poisson", "var_rnoise", "dumo", "jump_indices"):
+        np.testing.assert_array_equal(blocks[key], whole[key], err_msg=key)
+    np.testing.assert_array_equal(ramp.groupdq, whole_ramp.groupdq)
+    jumps = blocks["jump_indices"]
+    if algorithm != "ols":
+        assert len(jumps) > 10
+        r, y, x = jumps[0].astype(int)
+        assert ramp.groupdq[r, y + 4, x + 4] & GroupFlag.JUMP_DET

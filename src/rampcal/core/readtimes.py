@@ -125,10 +125,12 @@ def frame_read_times(
     row_start = rows * row_cycles + np.minimum(rows // stride_gw, n_gw - 1) * cycles_per_gw
     channel = (row_start[:, None] + cols[None, :]) * scale + float(frame_number) * frame_time
 
+    if sca % 3 != 0:  # these detectors are read out bottom row last: flip the rows
+        channel = channel[::-1]
+    # Detectors with sca % 3 == 0 are read right to left instead. Reversing a whole row
+    # maps channel c (forward on even c, reversed on odd c) onto channel 31 − c with the
+    # opposite direction, which is the same layout again: nothing to flip there.
     times = np.empty((ny, N_CHANNELS, width), dtype=np.float32)
     times[:, 0::2, :] = channel[:, None, :]
     times[:, 1::2, :] = channel[:, None, ::-1]
-    times = times.reshape(ny, nx)
-    if sca % 3 == 0:
-        return np.ascontiguousarray(times[:, ::-1])
-    return np.ascontiguousarray(times[::-1, :])
+    return times.reshape(ny, nx)

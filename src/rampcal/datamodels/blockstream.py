@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["BlockInfo", "PlaneReader", "find_block", "plane_reader"]
+__all__ = ["BlockInfo", "PlaneReader", "compact_array", "find_block", "plane_reader"]
 
 _MAGIC = b"\xd3BLK"
 _HEADER = struct.Struct(">IIQQQ16s")  # flags, compression, allocated, used, data size, md5
@@ -237,16 +237,16 @@ def _decompressed_pieces(fh, block: BlockInfo) -> Iterator[bytes]:
 
 
 def plane_reader(model, key: str, path: str | os.PathLike | None = None) -> PlaneReader | None:
-    """A :class:`PlaneReader` for array ``key`` of a lazily opened Roman model.
+    """A :class:`PlaneReader` for array ``key`` of a lazily opened model or AsdfFile.
 
     Returns None when the array is already in memory, is not a contiguous array in a
     block of ``path`` (default ``model``'s file), or uses a compressor this module does
     not stream: read it the ordinary way then.
     """
     try:
-        node = model._instance._data.get(key)  # the lazy NDArrayType, not yet read
         from asdf.tags.core.ndarray import NDArrayType
 
+        node, asdf_file = _lazy_node(model, key)
         if not isinstance(node, NDArrayType) or node._array is not None:
             return None
         source = node._source
@@ -255,13 +255,22 @@ def plane_reader(model, key: str, path: str | os.PathLike | None = None) -> Plan
         shape = node._shape
         if not isinstance(shape, (list, tuple)) or any(not isinstance(n, int) for n in shape):
             return None
-        path = path or _local_path(model._asdf._fd._uri)
+        path = path or _local_path(asdf_file._fd._uri)
         if not path:
             return None
         block = find_block(path, source)
         return PlaneReader(path, block, node._dtype, shape, offset=node._offset or 0)
     except (AttributeError, KeyError, TypeError, ValueError, OSError):
         return None
+
+
+def _lazy_node(model, key: str):
+    """The tree node of ``key`` (not read) and the AsdfFile it belongs to."""
+    import asdf
+
+    if isinstance(model, asdf.AsdfFile):
+        return model.tree.get(key), model
+    return model._instance._data.get(key), model._asdf  # a roman_datamodels model
 
 
 def _local_path(uri: str | None) -> str | None:
@@ -274,3 +283,42 @@ def _local_path(uri: str | None) -> str | None:
     if parsed.scheme in ("", "file"):
         return unquote(parsed.path) if parsed.scheme else uri
     return None
+
+
+def compact_array(model, key: str, dtype=None) -> np.ndarray | None:
+    """Array ``key`` of a lazily opened model; a uniform array costs no memory.
+
+    The array is streamed a few MB at a time. If every element equals the first one
+    (all NaN counts as equal) the result is a read-only ``np.broadcast_to`` view of
+    that single value; otherwise the whole array is read. Arrays already in memory,
+    or not streamable, are returned as loaded. None if the model has no ``key``.
+    """
+    tree = model.tree if hasattr(model, "tree") and not hasattr(model, "_instance") else model
+    if tree.get(key) is None:
+        return None
+    reader = plane_reader(model, key)
+    if reader is None:
+        return np.asarray(tree[key], dtype=dtype)
+    dtype = np.dtype(dtype or reader.dtype.newbyteorder("="))
+    row_bytes = reader.dtype.itemsize * int(np.prod(reader.shape[1:], dtype=np.int64))
+    value, out, start = None, None, 0
+    for piece in reader.planes(max(1, _PIECE // max(1, row_bytes))):
+        n = len(piece)
+        if value is None and piece.size:
+            value = piece.flat[0]
+        if out is None and piece.size and not _all_equal(piece, value):
+            out = np.empty(reader.shape, dtype=dtype)
+            out[:start] = value
+        if out is not None:
+            out[start : start + n] = piece
+        start += n
+    if out is not None:
+        return out
+    filled = np.zeros((), dtype=dtype) if value is None else np.asarray(value, dtype=dtype)
+    return np.broadcast_to(filled, reader.shape)
+
+
+def _all_equal(piece: np.ndarray, value) -> bool:
+    if np.issubdtype(piece.dtype, np.floating) and np.isnan(value):
+        return bool(np.isnan(piece).all())
+    return bool((piece == value).all())

@@ -239,5 +239,7 @@ def new_image_model(ramp, *, data, dq, err, var_poisson, var_rnoise=None, chisq=
 
 def to_float16(values) -> np.ndarray:
     """Cast to float16 with values clipped into its finite range (NaN kept)."""
+    if isinstance(values, np.ndarray) and values.dtype == np.float16:
+        return values
     arr = np.asarray(values, dtype=np.float32)
     return np.clip(arr, -65504.0, 65504.0).astype(np.float16)

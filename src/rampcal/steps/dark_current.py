@@ -17,6 +17,7 @@ import numpy as np
 from rampcal.core.dark import subtract_dark_cube, subtract_dark_from_resultants, subtract_dark_slope
 from rampcal.core.readpattern import resultant_times
 from rampcal.datamodels import read_pattern_of, save_atomic
+from rampcal.datamodels.blockstream import compact_array
 from rampcal.errors import ReferenceFileError
 from rampcal.reference.nominal import REFERENCE_BORDER
 from rampcal.steps.base import RampcalStep
@@ -47,7 +48,8 @@ class DarkCurrentStep(RampcalStep):
         if ref is None:
             self.record_step(model, "SKIPPED", reason="no DARK reference file")
             return model
-        dark_dq = np.asarray(ref.dq, dtype=np.uint32) if "dq" in ref else None
+        # uniform reference arrays (the built-in default) are kept as one value
+        dark_dq = compact_array(ref, "dq", np.uint32) if "dq" in ref else None
         cube = ref.get("data")
         if isinstance(model, rdd.ImageModel):
             result = self._from_slope(model, ref, dark_dq)
@@ -63,16 +65,14 @@ class DarkCurrentStep(RampcalStep):
             )
             model.data, model.pixeldq = result.data, result.dq
         else:
-            slope = np.asarray(ref.dark_slope, dtype=np.float32)
+            slope = compact_array(ref, "dark_slope", np.float32)
             times = resultant_times(read_pattern_of(model), float(model.meta.exposure.frame_time))
             data = np.ascontiguousarray(model.data, dtype=np.float32)
             result = subtract_dark_from_resultants(
                 data, model.pixeldq, slope, times.tbar, dark_dq=dark_dq
             )
             model.data, model.pixeldq = result.data, result.dq
-            model["average_dark_current"] = np.where(np.isfinite(slope), slope, 0).astype(
-                np.float32
-            )
+            model["average_dark_current"] = _finite_or_zero(slope)
         if self.dark_output:
             save_atomic(ref, self.dark_output)
         self.record_step(model, "COMPLETE")
@@ -91,3 +91,11 @@ class DarkCurrentStep(RampcalStep):
         )
         model.data, model.dq = result.data, result.dq
         return result
+
+
+def _finite_or_zero(slope: np.ndarray) -> np.ndarray:
+    """The dark rate with NaN as 0; a uniform (broadcast) rate stays one value."""
+    if slope.ndim and not any(slope.strides):
+        value = slope.flat[0]
+        return np.broadcast_to(np.float32(value if np.isfinite(value) else 0), slope.shape)
+    return np.where(np.isfinite(slope), slope, 0).astype(np.float32)
