@@ -146,3 +146,33 @@ def test_shape_mismatch_raises():
         )
     with pytest.raises(ValueError, match="flat_err"):
         prepare_flat(np.ones((2, 2)), flat_err=np.ones((2, 3)))
+
+
+@pytest.mark.parametrize("value", [1.25, 0.0, np.nan])
+def test_uniform_flat_view_matches_full_flat(value):
+    """A broadcast (one-value) flat gives exactly what the same flat as a full plane gives,
+    also through the row-blocked in-place path with float16 variances."""
+    from rampcal.core.flat import apply_flat_inplace
+
+    rng = np.random.default_rng(7)
+    shape = (37, 23)
+    data = rng.normal(10, 3, shape).astype(np.float32)
+    vp = rng.uniform(0.1, 2, shape).astype(np.float16)
+    vr = rng.uniform(0.1, 2, shape).astype(np.float16)
+    dq = np.zeros(shape, np.uint32)
+    full = prepare_flat(np.full(shape, value, np.float32), flat_err=np.full(shape, 0.1))
+    view = prepare_flat(
+        np.broadcast_to(np.float32(value), shape), flat_err=np.broadcast_to(0.1, shape)
+    )
+    assert not any(view.flat.strides)
+    expected = apply_flat(data, dq, vp, vr, full, include_var_flat=True)
+    got = {
+        "data": data.copy(), "dq": dq.copy(), "var_poisson": vp.copy(), "var_rnoise": vr.copy(),
+        "err": np.empty(shape, np.float16), "var_flat": np.empty(shape, np.float16),
+    }  # fmt: skip
+    n_bad = apply_flat_inplace(flat=view, chunk_rows=5, **got)
+    assert n_bad == expected.n_bad_flat == (0 if value == 1.25 else data.size)
+    np.testing.assert_array_equal(got["data"], expected.data)
+    np.testing.assert_array_equal(got["dq"], expected.dq)
+    for key in ("err", "var_poisson", "var_rnoise", "var_flat"):
+        np.testing.assert_array_equal(got[key], getattr(expected, key).astype(np.float16))

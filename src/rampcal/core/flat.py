@@ -23,6 +23,7 @@ __all__ = [
     "FlatField",
     "FlatFielded",
     "apply_flat",
+    "apply_flat_inplace",
     "prepare_flat",
     "reconstruct_var_rnoise",
     "trim_to_science",
@@ -138,15 +139,24 @@ def prepare_flat(
         correction) and ``NO_FLAT_FIELD | DO_NOT_USE`` is set; non-finite errors
         become 0 with ``UNRELIABLE_FLAT``.
     """
+    flat = np.asarray(flat)
+    if flat.ndim != 2:
+        raise ValueError(f"flat must be 2-D, got shape {flat.shape}")
+    shape = flat.shape
+    for name, arr in (("flat_dq", flat_dq), ("flat_err", flat_err)):
+        if arr is not None and np.shape(arr) != shape:
+            raise ValueError(f"{name} has shape {np.shape(arr)}, flat has {shape}")
+    if all(a is None or _is_uniform_view(a) for a in (flat, flat_dq, flat_err)):
+        # one value each (e.g. a broadcast default flat): neutralise it once, keep views
+        one = prepare_flat(
+            flat[:1, :1].copy(),
+            flat_dq=None if flat_dq is None else np.asarray(flat_dq)[:1, :1].copy(),
+            flat_err=None if flat_err is None else np.asarray(flat_err)[:1, :1].copy(),
+        )
+        return FlatField(*(np.broadcast_to(a, shape) for a in one))
     values = np.array(flat, dtype=np.float32)
-    if values.ndim != 2:
-        raise ValueError(f"flat must be 2-D, got shape {values.shape}")
-    shape = values.shape
     dq = np.zeros(shape, np.uint32) if flat_dq is None else np.array(flat_dq, dtype=np.uint32)
     err = np.zeros(shape, np.float32) if flat_err is None else np.array(flat_err, np.float32)
-    for name, arr in (("flat_dq", dq), ("flat_err", err)):
-        if arr.shape != shape:
-            raise ValueError(f"{name} has shape {arr.shape}, flat has {shape}")
     with np.errstate(invalid="ignore"):
         bad = ~(np.isfinite(values) & (values > 0))
     values[bad] = 1.0
@@ -156,6 +166,11 @@ def prepare_flat(
     err[bad_err] = 0.0
     dq[bad_err] |= PixelFlag.UNRELIABLE_FLAT
     return FlatField(flat=values, err=err, dq=dq)
+
+
+def _is_uniform_view(array) -> bool:
+    """True for a broadcast view of one value (every stride 0)."""
+    return isinstance(array, np.ndarray) and array.size > 0 and not any(array.strides)
 
 
 def apply_flat(
@@ -196,43 +211,98 @@ def apply_flat(
     ``V_P' = V_P / f²``, ``V_R' = V_R / f²``, ``V_F = S'² σ_f² / f²`` and
     ``err = sqrt(V_P' + V_R' [+ V_F])``.
     """
-    data32 = np.asarray(data, dtype=np.float32)
+    data32 = np.array(data, dtype=np.float32)
     shape = data32.shape
-    if data32.ndim != 2:
-        raise ValueError(f"data must be 2-D, got shape {shape}")
-    arrays = {"dq": dq, "var_poisson": var_poisson, "var_rnoise": var_rnoise, "flat": flat.flat}
-    if dumo is not None:
-        arrays["dumo"] = dumo
-    for name, arr in arrays.items():
-        if np.shape(arr) != shape:
-            raise ValueError(f"{name} has shape {np.shape(arr)}, data has {shape}")
+    out = {
+        "dq": np.array(dq, dtype=np.uint32),
+        "var_poisson": np.array(var_poisson, dtype=np.float32),
+        "var_rnoise": np.array(var_rnoise, dtype=np.float32),
+        "err": np.empty(shape, np.float32),
+        "var_flat": np.empty(shape, np.float32) if include_var_flat else None,
+        "dumo": None if dumo is None else np.array(dumo, dtype=np.float32),
+    }
+    n_bad = apply_flat_inplace(data32, flat=flat, **out)
+    return FlatFielded(data=data32, n_bad_flat=n_bad, **out)
 
-    f = flat.flat
-    f2 = np.square(f, dtype=np.float32)
-    out_data = data32 / f
-    out_vp = np.asarray(var_poisson, dtype=np.float32) / f2
-    out_vr = np.asarray(var_rnoise, dtype=np.float32) / f2
-    err = out_vp + out_vr
-    var_flat = None
-    if include_var_flat:
-        var_flat = np.square(out_data)
-        var_flat *= np.square(flat.err)
-        var_flat /= f2
-        err += var_flat
-    np.sqrt(err, out=err)
-    out_dq = np.bitwise_or(np.asarray(dq, dtype=np.uint32), flat.dq)
-    out_dumo = None if dumo is None else np.asarray(dumo, dtype=np.float32) / f
-    n_bad = int(np.count_nonzero(flat.dq & PixelFlag.NO_FLAT_FIELD))
-    return FlatFielded(
-        data=out_data,
-        dq=out_dq,
-        err=err,
-        var_poisson=out_vp,
-        var_rnoise=out_vr,
-        var_flat=var_flat,
-        dumo=out_dumo,
-        n_bad_flat=n_bad,
-    )
+
+def apply_flat_inplace(
+    data: np.ndarray,
+    dq: np.ndarray,
+    var_poisson: np.ndarray,
+    var_rnoise: np.ndarray,
+    err: np.ndarray,
+    flat: FlatField,
+    *,
+    dumo: np.ndarray | None = None,
+    var_flat: np.ndarray | None = None,
+    chunk_rows: int = 256,
+) -> int:
+    """Flat-field an image **in place**, a block of rows at a time.
+
+    The same arithmetic as :func:`apply_flat`, done in float32 on blocks of
+    ``chunk_rows`` rows and written back into the given arrays in their own dtypes
+    (float16 variances of a Roman L2 image included, clipped into float16 range), so
+    the extra memory is a few blocks whatever the image size.
+
+    Parameters
+    ----------
+    data, dq, var_poisson, var_rnoise, err : ndarray, shape (ny, nx)
+        Image arrays, all updated in place (``err`` is overwritten).
+    flat : FlatField
+        From :func:`prepare_flat` (full planes or broadcast views).
+    dumo : ndarray, optional
+        Divided by the flat too, in place.
+    var_flat : ndarray, optional
+        Where to write ``var_flat``; when given, ``err`` includes it.
+
+    Returns
+    -------
+    int
+        Number of pixels without flat correction (``NO_FLAT_FIELD``).
+    """
+    shape = np.shape(data)
+    if len(shape) != 2:
+        raise ValueError(f"data must be 2-D, got shape {shape}")
+    arrays = {"dq": dq, "var_poisson": var_poisson, "var_rnoise": var_rnoise, "err": err}
+    arrays.update(flat=flat.flat, dumo=dumo, var_flat=var_flat)
+    for name, arr in arrays.items():
+        if arr is not None and np.shape(arr) != shape:
+            raise ValueError(f"{name} has shape {np.shape(arr)}, data has {shape}")
+    n_bad = 0
+    no_flat = np.uint32(PixelFlag.NO_FLAT_FIELD)
+    for y0 in range(0, shape[0], max(1, int(chunk_rows))):
+        rows = slice(y0, y0 + max(1, int(chunk_rows)))
+        f = np.asarray(flat.flat[rows], dtype=np.float32)
+        f2 = np.square(f, dtype=np.float32)
+        block = np.asarray(data[rows], dtype=np.float32) / f
+        data[rows] = block
+        vp = np.asarray(var_poisson[rows], dtype=np.float32) / f2
+        vr = np.asarray(var_rnoise[rows], dtype=np.float32) / f2
+        _store(var_poisson, rows, vp)
+        _store(var_rnoise, rows, vr)
+        total = vp + vr
+        if var_flat is not None:
+            vf = np.square(block)
+            vf *= np.square(np.asarray(flat.err[rows], dtype=np.float32))
+            vf /= f2
+            _store(var_flat, rows, vf)
+            total += vf
+        np.sqrt(total, out=total)
+        _store(err, rows, total)
+        if dumo is not None:
+            _store(dumo, rows, np.asarray(dumo[rows], dtype=np.float32) / f)
+        fdq = flat.dq[rows]
+        dq[rows] |= fdq
+        n_bad += int(np.count_nonzero(fdq & no_flat))
+    log.debug("flat_field: %d pixels without flat correction", n_bad)
+    return n_bad
+
+
+def _store(target: np.ndarray, rows: slice, values: np.ndarray) -> None:
+    """Write float32 ``values`` into ``target[rows]``, clipped into float16 range if needed."""
+    if target.dtype == np.float16:
+        np.clip(values, -65504.0, 65504.0, out=values)
+    target[rows] = values
 
 
 def reconstruct_var_rnoise(

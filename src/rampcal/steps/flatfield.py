@@ -6,7 +6,13 @@ import logging
 
 import numpy as np
 
-from rampcal.core.flat import apply_flat, prepare_flat, reconstruct_var_rnoise, trim_to_science
+from rampcal.core.flat import (
+    apply_flat_inplace,
+    prepare_flat,
+    reconstruct_var_rnoise,
+    trim_to_science,
+)
+from rampcal.datamodels.blockstream import compact_array
 from rampcal.datamodels.convert import to_float16
 from rampcal.errors import InputFileError, ReferenceFileError
 from rampcal.steps.base import RampcalStep
@@ -56,8 +62,8 @@ class FlatFieldStep(RampcalStep):
             return model
         shape = model.data.shape
         try:
-            flat = prepare_flat(
-                trim_to_science(np.asarray(ref.data), shape),
+            flat = prepare_flat(  # a uniform flat (the built-in default) stays one value
+                trim_to_science(compact_array(ref, "data", np.float32), shape),
                 flat_dq=_trimmed(ref, "dq", shape),
                 flat_err=_trimmed(ref, "err", shape),
             )
@@ -66,50 +72,48 @@ class FlatFieldStep(RampcalStep):
                 f"FLAT reference: {exc}", path=ref.meta.get("filename")
             ) from None
 
-        var_poisson = np.asarray(model.var_poisson)
-        has_rnoise = model.get("var_rnoise") is not None
-        if has_rnoise:
-            var_rnoise = np.asarray(model.var_rnoise)
-        else:
+        if model.get("var_rnoise") is None:  # older products: recover it from err
             old_flat = model.get("var_flat")
-            var_rnoise = reconstruct_var_rnoise(
-                np.asarray(model.err),
-                var_poisson,
-                var_flat=None if old_flat is None else np.asarray(old_flat),
+            model.var_rnoise = to_float16(
+                reconstruct_var_rnoise(
+                    np.asarray(model.err),
+                    np.asarray(model.var_poisson),
+                    var_flat=None if old_flat is None else np.asarray(old_flat),
+                )
             )
-        dumo = model.get("dumo")
-        result = apply_flat(
-            np.asarray(model.data),
-            np.asarray(model.dq),
-            var_poisson,
-            var_rnoise,
-            flat,
-            dumo=None if dumo is None else np.asarray(dumo),
-            include_var_flat=self.include_var_flat,
-        )
-
-        model.data = result.data
-        model.dq = result.dq
-        model.err = to_float16(result.err)
-        model.var_poisson = to_float16(result.var_poisson)
-        if has_rnoise:
-            model.var_rnoise = to_float16(result.var_rnoise)
-        if result.var_flat is not None:
-            model.var_flat = to_float16(result.var_flat)
+            restore_rnoise = False
+        else:
+            restore_rnoise = True
+        if self.include_var_flat:
+            model.var_flat = np.empty(shape, np.float16)
         elif "var_flat" in model:
             delattr(model, "var_flat")  # err no longer includes it
-        if result.dumo is not None:
-            model.dumo = to_float16(result.dumo)
+        for key in ("data", "dq", "err", "var_poisson", "var_rnoise", "dumo"):
+            arr = model.get(key)
+            if arr is not None and not (isinstance(arr, np.ndarray) and arr.flags.writeable):
+                setattr(model, key, np.array(arr))  # updated in place below
+        n_bad = apply_flat_inplace(
+            model.data,
+            model.dq,
+            model.var_poisson,
+            model.var_rnoise,
+            model.err,
+            flat,
+            dumo=model.get("dumo"),
+            var_flat=model.var_flat if self.include_var_flat else None,
+        )
+        if not restore_rnoise:
+            delattr(model, "var_rnoise")  # the product did not carry it before
         self.record_step(model, "COMPLETE")
         log.info(
             "flat_field: %d of %d pixels without flat correction (NO_FLAT_FIELD); var_flat %s",
-            result.n_bad_flat,
-            result.data.size,
+            n_bad,
+            model.data.size,
             "included" if self.include_var_flat else "not included",
         )
         return model
 
 
 def _trimmed(ref, key: str, shape):
-    arr = ref.get(key)
-    return None if arr is None else trim_to_science(np.asarray(arr), shape)
+    arr = compact_array(ref, key)
+    return None if arr is None else trim_to_science(arr, shape)

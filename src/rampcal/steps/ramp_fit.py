@@ -65,8 +65,6 @@ class RampFitStep(RampcalStep):
                 # set by the exposure pipeline, which discards the ramp after the fit
                 release_input=getattr(self, "_release_input", False),
             )
-        readnoise.close()
-        gain.close()
         image.meta.cal_step.ramp_fit = "COMPLETE"
         n_jumps = int(image["jump_indices"].shape[0]) if "jump_indices" in image else -1
         log.info(
