@@ -116,3 +116,14 @@ def test_release_pages_returns_memory():
     assert cube[0, 99, 0] == 1 and cube[0, 900, 0] == 1  # outside the views: untouched
     assert cube[1, 500].sum() == 0  # released pages read back as zeros
     assert release_pages(np.ones(10)[::2]) == 0  # not contiguous: nothing done
+
+
+@pytest.mark.parametrize("compression", ["input", "lz4", "zlib"])
+def test_read_ahead_gives_the_same_pieces(tmp_path, compression):
+    cube = np.random.default_rng(5).normal(size=(7, 33, 41)).astype(np.float32)
+    path = tmp_path / "r.asdf"
+    _write(path, {"cube": cube}, None if compression == "input" else compression)
+    reader = PlaneReader(path, find_block(path, 0), cube.dtype, cube.shape)
+    pieces = [p.copy() for p in reader.planes(2, read_ahead=True)]
+    assert [len(p) for p in pieces] == [2, 2, 2, 1]
+    np.testing.assert_array_equal(np.concatenate(pieces), cube)

@@ -118,25 +118,43 @@ class PlaneReader:
             raise ValueError(f"array needs {need} bytes, its block holds {block.data_size}")
         self._offset = offset
 
-    def planes(self, rows: int | None = None) -> Iterator[np.ndarray]:
+    def planes(self, rows: int | None = None, *, read_ahead: bool = False) -> Iterator[np.ndarray]:
         """Yield the array in consecutive pieces along axis 0 (``rows`` at a time).
 
-        Every piece is a view of one reused buffer, in native byte order: consume or
-        copy it before asking for the next.
+        Every piece is a view of a reused buffer, in native byte order: consume or
+        copy it before asking for the next. With ``read_ahead`` a second thread reads
+        and decompresses the next piece while the caller works on this one (one more
+        buffer of memory; lz4, zlib and file reads release the GIL).
         """
         n0 = self.shape[0]
         rows = n0 if rows is None else n0 if n0 == 0 else max(1, min(int(rows), n0))
         step = rows if len(self.shape) > 1 else n0
-        row_shape = self.shape[1:]
-        buf = np.empty((step, *row_shape), dtype=self.dtype)
+        starts = list(range(0, n0, step)) if step else []
+        buffers = [np.empty((step, *self.shape[1:]), dtype=self.dtype)]
+        if read_ahead and len(starts) > 1:
+            buffers.append(np.empty_like(buffers[0]))
         with open(self.path, "rb") as fh:
             fill = self._filler(fh)
             fill(None, self._offset)
-            for start in range(0, n0, step):
-                n = min(step, n0 - start)
-                view = buf[:n]
+
+            def load(k: int) -> np.ndarray:
+                view = buffers[k % len(buffers)][: min(step, n0 - starts[k])]
                 fill(memoryview(view.reshape(-1).view(np.uint8)), 0)
-                yield view if view.dtype.isnative else view.astype(view.dtype.newbyteorder("="))
+                return view if view.dtype.isnative else view.astype(view.dtype.newbyteorder("="))
+
+            if len(buffers) == 1:
+                for k in range(len(starts)):
+                    yield load(k)
+                return
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(max_workers=1) as pool:
+                pending = pool.submit(load, 0)
+                for k in range(len(starts)):
+                    piece = pending.result()
+                    # the buffer of piece k+1 is the one piece k-1 used: free by now
+                    pending = pool.submit(load, k + 1) if k + 1 < len(starts) else None
+                    yield piece
 
     def read(self) -> np.ndarray:
         """The whole array (a new native-order array)."""

@@ -110,7 +110,7 @@ def raw_to_ramp(raw, *, copy_border: bool = True):
             data = decode_raw(load_array(raw, "data"), ref_read, offset)
         else:  # stream the (compressed) cube plane by plane into the float32 cube
             data = np.empty(shape, dtype=np.float32)
-            for i, plane in enumerate(reader.planes(1)):
+            for i, plane in enumerate(reader.planes(1, read_ahead=True)):
                 decode_raw(plane, ref_read, offset, out=data[i : i + 1])
         del ref_read
         amp33 = decode_raw(_whole_array(raw, "amp33"), _whole_array(raw, "reference_amp33"), offset)

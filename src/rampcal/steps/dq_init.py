@@ -9,6 +9,7 @@ import numpy as np
 
 from rampcal.core.dq_init import flag_guide_window
 from rampcal.datamodels import copy_border_reference_pixels, open_model, raw_to_ramp
+from rampcal.datamodels.blockstream import compact_array
 from rampcal.steps.base import RampcalStep
 
 log = logging.getLogger(__name__)
@@ -67,7 +68,8 @@ class DQInitStep(RampcalStep):
         if mask is None:
             self.record_step(ramp, "SKIPPED", reason="no MASK reference file")
         else:
-            np.bitwise_or(ramp.pixeldq, np.asarray(mask.dq, dtype=np.uint32), out=ramp.pixeldq)
+            mask_dq = compact_array(mask, "dq", np.uint32)  # the fast block reader
+            np.bitwise_or(ramp.pixeldq, mask_dq, out=ramp.pixeldq)
             self.record_step(ramp, "COMPLETE")
         copy_border_reference_pixels(ramp)
         n_bad = int(np.count_nonzero(ramp.pixeldq & 1))
