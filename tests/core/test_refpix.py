@@ -273,6 +273,125 @@ def test_shared_alpha_path_equals_literal_reference(monkeypatch):
     np.testing.assert_allclose(shared, general, rtol=0, atol=1e-4)
 
 
+def _coefficient_sets(rng, ny, w):
+    """Coefficients taking each path: none, flat (time domain), shared alpha, general."""
+    nk = ny * (w + PAD) // 2 + 1
+    g, z, a = _random_coefficients(rng, ny, w)
+    zero = np.zeros((32, nk), complex)
+    flat = tuple(np.repeat(rng.normal(0.0, 1.0, (32, 1)), nk, axis=1) + 0j for _ in range(3))
+    return {
+        "none": (None, None, None),
+        "flat": flat,
+        "shared": (zero, zero, np.repeat(a[:1], 32, axis=0)),
+        "general": (g, z, a),
+    }
+
+
+@pytest.mark.parametrize("kind", ["none", "flat", "shared", "general"])
+def test_frame_batches_and_amp33_dtype_do_not_change_results(monkeypatch, kind):
+    # frames are processed in batches; integer amp33 is read as is: neither may change
+    # a single bit of the output
+    rng = np.random.default_rng(17)
+    nf, ny, nx = 7, 24, 32 * 10
+    w = nx // 32
+    data, amp, _, _ = _scene(rng, nf, ny, nx)
+    data[:, 3, 17] = 0.0  # a missing (zero) sample in a reference row
+    amp16 = np.round(amp).astype(np.uint16)
+    amp16[:, 2, 5] = 0  # a missing amp33 sample
+    dq = np.zeros((ny, nx), np.uint32)
+    dq[0, 3] = dq[ny - 1, nx - 2] = PixelFlag.BAD_REF_PIXEL
+    coeffs = _coefficient_sets(rng, ny, w)[kind]
+    outs = []
+    for chunk, amp_in in ((1, amp16), (3, amp16.astype(np.float32)), (100, amp16)):
+        monkeypatch.setattr(refpix, "_FRAME_CHUNK", chunk)
+        out = data.copy()
+        res = correct_refpix(out, amp_in, dq, *coeffs)
+        outs.append((out, res))
+    assert np.max(np.abs(outs[0][0] - data)) > 1.0
+    for out, res in outs[1:]:
+        np.testing.assert_array_equal(out, outs[0][0])
+        np.testing.assert_array_equal(res.amp33, outs[0][1].amp33)
+        np.testing.assert_array_equal(res.trend_slope, outs[0][1].trend_slope)
+        np.testing.assert_allclose(res.correction_rms, outs[0][1].correction_rms, rtol=1e-12)
+        np.testing.assert_allclose(res.correction_mean, outs[0][1].correction_mean, atol=1e-12)
+
+
+def test_broadcast_coefficients_equal_full_arrays():
+    # the step hands over repeated rows as broadcast views (zeros as one broadcast
+    # value); they are never expanded and give bit-identical results
+    rng = np.random.default_rng(18)
+    nf, ny, nx = 3, 32, 256
+    w = nx // 32
+    nk = ny * (w + PAD) // 2 + 1
+    data, amp, _, _ = _scene(rng, nf, ny, nx, bias=False)
+    _, _, a = _random_coefficients(rng, ny, w)
+    zero_b = np.broadcast_to(np.zeros(1, complex), (32, nk))
+    alpha_b = np.broadcast_to(a[0], (32, nk))
+    alpha_b64 = np.broadcast_to(a[0].astype(np.complex64), (32, nk))
+    zero = np.zeros((32, nk), complex)
+    cases = [
+        ((zero_b, zero_b, alpha_b), (zero, zero, np.array(alpha_b))),
+        ((zero_b, zero_b, alpha_b64), (zero, zero, alpha_b64.astype(np.complex128))),
+    ]
+    for coeffs, full in cases:
+        checked = refpix._check_coefficients(*coeffs, nk, ny, w)
+        assert [c.strides for c in checked] == [(0, 0), (0, 0), (0, 16)]
+        assert refpix._shared_alpha(*checked) is not None
+        out_b = data.copy()
+        correct_refpix(out_b, amp, None, *coeffs)
+        out_f = data.copy()
+        correct_refpix(out_f, amp, None, *full)
+        assert np.max(np.abs(out_b - data)) > 1.0
+        np.testing.assert_array_equal(out_b, out_f)
+
+
+@pytest.mark.parametrize("do_ref", [True, False])
+def test_apply_kernel_matches_numpy_evaluation(do_ref):
+    # the single-pass subtraction kernel, bit for bit against the same float64
+    # arithmetic in numpy (read order, odd-channel reversal, reference columns,
+    # trend only on non-zero samples)
+    from rampcal.core import _refpix_kernels as k
+
+    rng = np.random.default_rng(19)
+    nf, ny, nx = 2, 6, 32 * 8
+    w = nx // 32
+    period = w + PAD
+    tmean = 0.5 * (ny * period - 1)
+    data = rng.normal(100.0, 10.0, (nf, ny, nx)).astype(np.float32)
+    data[rng.random(data.shape) < 0.05] = 0.0
+    slope = rng.normal(0.0, 0.01, (nf, 33))
+    icept = rng.normal(0.0, 5.0, (nf, 33))
+    ell = rng.normal(0.0, 3.0, (nf, ny, 4))
+    rr = rng.normal(0.0, 3.0, (nf, ny, 4))
+    series = rng.normal(0.0, 2.0, (nf, ny * period))
+    gq, zq, aq = rng.normal(0.0, 1.0, (3, 32))
+    expected = data.copy()
+    total = np.zeros((nf, ny))
+    kk = np.arange(w)
+    for f in range(nf):
+        for y in range(ny):
+            base = y * period
+            for c in range(32):
+                cols = c * w + (w - 1 - kk if c % 2 else kk)
+                x = data[f, y, cols].astype(np.float64)
+                d = aq[c] * series[f, base : base + w]
+                if do_ref:
+                    d[:4] += gq[c] * ell[f, y] + zq[c] * rr[f, y]
+                m = slope[f, c]
+                t0 = m * (base - tmean) + icept[f, c]
+                d = np.where(x != 0.0, d + (t0 + m * kk), d)
+                expected[f, y, cols] = (x - d).astype(np.float32)
+                total[f, y] += d.sum()
+    out = data.copy()
+    csum = np.zeros((nf, ny))
+    csq = np.zeros((nf, ny))
+    k._apply_rows(
+        out, 0, nf, period, slope, icept, True, ell, rr, series, gq, zq, aq, do_ref, csum, csq
+    )
+    np.testing.assert_array_equal(out, expected)
+    np.testing.assert_allclose(csum, total, rtol=1e-12)
+
+
 def test_drift_and_common_mode_removed_with_defaults():
     rng = np.random.default_rng(3)
     nf, ny, nx = 6, 128, 512

@@ -5,10 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from rampcal.core.refpix import correct_refpix
 from rampcal.simulate.roman import drift_image
-from rampcal.steps.refpix import RefPixStep
+from rampcal.steps.refpix import RefPixStep, _load_coefficients
 
 B = 4
+NAMES = ("gamma", "zeta", "alpha")
 
 
 def _demeaned_rms(cube: np.ndarray) -> float:
@@ -86,3 +88,80 @@ def test_override_not_applicable_skips(drift_setup):
     out = RefPixStep.call(before.copy(), override_refpix="N/A")
     assert out.meta.cal_step.refpix == "SKIPPED"
     np.testing.assert_array_equal(np.asarray(out.data, np.float64), data)
+
+
+def _refpix_reference(path, shape, *, odd_row=True, seed=21):
+    """A REFPIX file: zero gamma, general zeta, alpha rows all equal (but one if odd_row)."""
+    from rampcal.datamodels import save_atomic
+    from rampcal.reference.defaults import build_default
+
+    ref = build_default("refpix", detector="WFI01", optical_element="F158", shape=shape)
+    rng = np.random.default_rng(seed)
+    nk = ref.alpha.shape[1]
+    freq = np.arange(nk) / nk
+    zeta = 0.2 * np.exp(-3.0 * freq) * np.exp(1j * rng.uniform(-1.0, 1.0, (32, 1)) * freq)
+    alpha = np.repeat(np.exp(-2.0 * freq)[None, :] + 0j, 32, axis=0)
+    if odd_row:
+        alpha[17] *= 0.5
+    ref.zeta = zeta
+    ref.alpha = alpha
+    save_atomic(ref, path)
+    return {"gamma": np.zeros((32, nk), complex), "zeta": zeta, "alpha": alpha}
+
+
+def test_coefficients_streamed_from_the_reference_file(tmp_path, sim):
+    from rampcal.datamodels import open_model
+    from rampcal.datamodels.blockstream import plane_reader
+
+    path = tmp_path / "refpix.asdf"
+    truth = _refpix_reference(path, sim.shape)
+    ref = open_model(path)
+    assert all(plane_reader(ref, name) is not None for name in NAMES)  # streamed, not loaded
+    got = {name: _load_coefficients(ref, name) for name in NAMES}
+    assert got["gamma"].strides == (0, 0)  # zeros: one broadcast value
+    assert got["zeta"].strides[0] != 0 and got["alpha"].strides[0] != 0
+    for name in NAMES:
+        np.testing.assert_array_equal(got[name], truth[name])
+    ref.close()
+    # equal rows become a broadcast row; a model already in memory is compacted the same way
+    _refpix_reference(path, sim.shape, odd_row=False)
+    with open_model(path) as ref:
+        streamed = _load_coefficients(ref, "alpha")
+        in_memory = {name: np.asarray(ref[name]) for name in NAMES}  # now loaded whole
+        assert plane_reader(ref, "alpha") is None
+        loaded = _load_coefficients(ref, "alpha")
+    for arr in (streamed, loaded):
+        assert arr.strides[0] == 0
+    np.testing.assert_array_equal(streamed[17], in_memory["alpha"][0])
+    np.testing.assert_array_equal(loaded, streamed)
+
+
+@pytest.mark.parametrize("override", [False, True])
+def test_step_equals_core_function_on_loaded_arrays(tmp_path, sim, drift_setup, override):
+    # the streamed (compact) coefficients give bit-identical output to the core function
+    # called with the whole arrays; default reference and a general one
+    from rampcal.datamodels import open_model
+
+    before = drift_setup[0]
+    kwargs = {}
+    if override:
+        path = tmp_path / "refpix_general.asdf"
+        _refpix_reference(path, sim.shape)
+        kwargs["override_refpix"] = str(path)
+    out = RefPixStep.call(before.copy(), **kwargs)
+    ref_path = out.meta.ref_file.refpix
+    if not override:
+        from rampcal.reference.resolve import cache_dir
+
+        ref_path = cache_dir() / ref_path.split("://", 1)[1]
+    with open_model(ref_path) as ref:
+        coeffs = [np.array(ref[name]) for name in NAMES]
+    data = np.array(before.data, dtype=np.float32)
+    res = correct_refpix(
+        data, np.asarray(before.amp33), np.asarray(before.pixeldq, np.uint32), *coeffs
+    )
+    assert res.fast_path is False
+    np.testing.assert_array_equal(np.asarray(out.data), data)
+    amp = np.clip(np.rint(np.abs(res.amp33)), 0, 65535).astype(np.uint16)
+    np.testing.assert_array_equal(np.asarray(out.amp33), amp)
+    np.testing.assert_array_equal(out.border_ref_pix_left, data[:, :, :B])

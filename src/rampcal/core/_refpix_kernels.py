@@ -39,35 +39,32 @@ def _col(c, k, w):
     return c * w + k
 
 
-@numba.njit(cache=True, fastmath=False, parallel=True)
+@numba.njit(cache=True, fastmath=False)
 def _rows_flat_real(a):
     """True when every row of the 2-D complex array is one real constant."""
     n, m = a.shape
-    ok = np.ones(n, dtype=np.bool_)
-    for i in numba.prange(n):
+    for i in range(n):
         v = a[i, 0]
         if v.imag != 0.0 or v.real != v.real:
-            ok[i] = False
-            continue
+            return False
         for k in range(1, m):
             if a[i, k] != v:
-                ok[i] = False
-                break
-    return ok.all()
+                return False
+    return True
 
 
-@numba.njit(cache=True, fastmath=False, parallel=True)
+@numba.njit(cache=True, fastmath=False)
 def _fit_trends(data, amp, off_rows, off_amp, use_off, f0, nf, period, slope, icept):
     """Least-squares line ``z = m*tau + b`` through the top/bottom reference rows.
 
     For frames ``f0 .. f0+nf-1`` and all 33 channels; writes ``slope[fi, c]`` and
     ``icept[fi, c]`` (0 and 0 without points; 0 and the mean with a single distinct
-    ``tau``).
+    ``tau``). Serial: 8 rows per frame are too little work to wake threads for.
     """
     ny = data.shape[1]
     w = amp.shape[2]
     tmean = 0.5 * (ny * period - 1)
-    for idx in numba.prange(nf * (_N_DET + 1)):
+    for idx in range(nf * (_N_DET + 1)):
         fi = idx // (_N_DET + 1)
         c = idx % (_N_DET + 1)
         f = f0 + fi
@@ -117,16 +114,16 @@ def _fit_trends(data, amp, off_rows, off_amp, use_off, f0, nf, period, slope, ic
         icept[fi, c] = ybar - m * tbar
 
 
-@numba.njit(cache=True, fastmath=False, parallel=True)
+@numba.njit(cache=True, fastmath=False)
 def _build_ref_columns(data, off_cols, use_off, f0, nf, period, slope, icept, ell, rr):
     """Detrended left (channel 0) and right (channel 31) read-order columns 0..3.
 
-    ``ell``/``rr`` are (nf, ny, 4) float64; missing entries are 0.
+    ``ell``/``rr`` are (nf, ny, 4) float64; missing entries are 0. Serial (little work).
     """
     ny = data.shape[1]
     w = data.shape[2] // _N_DET
     tmean = 0.5 * (ny * period - 1)
-    for idx in numba.prange(nf * ny):
+    for idx in range(nf * ny):
         fi = idx // ny
         y = idx % ny
         f = f0 + fi
@@ -154,12 +151,13 @@ def _build_amp33_series(
 ):
     """Amp33 time series of frames ``f0..f0+nf-1`` after §4 steps 4-6.
 
-    ``series`` (nf, ny*period) float64 receives the detrended amp33 samples in read
-    order with 12 pad samples per row; missing samples and pads are filled by the
-    cosine-weighted interpolation (``do_cos``) and the pads are then smoothed ``n_fft``
-    times by the apodised-spectrum filter, which is exactly the circular 3-tap filter
-    ``(1/4, 1/2, 1/4)``. ``amp_out[f]`` receives the series (data positions) plus the
-    offset.
+    ``series`` (nf, ny*period) receives the detrended amp33 samples in read order with
+    12 pad samples per row; missing samples and pads are filled by the cosine-weighted
+    interpolation (``do_cos``) and the pads are then smoothed ``n_fft`` times by the
+    apodised-spectrum filter, which is exactly the circular 3-tap filter
+    ``(1/4, 1/2, 1/4)``. All of it is computed in float64 and stored in the dtype of
+    ``series`` (float64, or float32 for the FFT paths). ``amp_out[f]`` receives the
+    series (data positions, float64) plus the offset.
     """
     ny = amp.shape[1]
     w = amp.shape[2]
@@ -170,7 +168,7 @@ def _build_amp33_series(
     npad = period - w
     for fi in numba.prange(nf):
         f = f0 + fi
-        s = series[fi]
+        s = np.empty(length)
         m = slope[fi, _N_DET]
         b = icept[fi, _N_DET]
         present = np.zeros(length, dtype=np.bool_)
@@ -188,8 +186,8 @@ def _build_amp33_series(
                 s[base + k] = 0.0
         if do_cos:
             # 'same'-mode convolution with the 32-tap kernel, evaluated where missing;
-            # all fills use the unfilled series (simultaneous update).
-            fill = np.zeros(length)
+            # it only reads present samples, so filling in place is the simultaneous
+            # update of all missing ones
             for i in range(length):
                 if present[i]:
                     continue
@@ -200,10 +198,7 @@ def _build_amp33_series(
                     if 0 <= p < length and present[p]:
                         num += weights[j] * s[p]
                         den += weights[j]
-                fill[i] = num / den if den != 0.0 else 0.0
-            for i in range(length):
-                if not present[i]:
-                    s[i] = fill[i]
+                s[i] = num / den if den != 0.0 else 0.0
         if n_fft > 0:
             tmp = np.empty(npad)
             for _ in range(n_fft):
@@ -222,73 +217,114 @@ def _build_amp33_series(
             for k in range(w):
                 o = off_amp[y, k] if use_off else 0.0
                 amp_out[f, y, k] = s[y * period + k] + o
-
-
-@numba.njit(cache=True, fastmath=False)
-def _subtract_channel_row(row, c, w, t0, m, do_trend, corr, ca, ref_corr):
-    """Subtract ``trend + ca*corr[k] (+ ref_corr[k] for k < 4)`` from one channel row.
-
-    ``row`` is a detector row (nx,), ``corr`` the channel's read-order samples (>= w),
-    ``t0`` the trend at ``k = 0`` and ``m`` its step per read slot. Returns the sum
-    and the sum of squares of what was subtracted.
-    """
-    if c & 1:
-        col0 = c * w + w - 1
-        step = -1
-    else:
-        col0 = c * w
-        step = 1
-    acc = 0.0
-    acc2 = 0.0
-    for k in range(w):
-        col = col0 + step * k
-        x = row[col]
-        d = ca * corr[k]
-        if k < _N_REF:
-            d += ref_corr[k]
-        if do_trend and x != 0.0:
-            d += t0 + m * k
-        row[col] = np.float64(x) - d
-        acc += d
-        acc2 += d * d
-    return acc, acc2
+        out = series[fi]
+        for i in range(length):
+            out[i] = s[i]
 
 
 @numba.njit(cache=True, fastmath=False, parallel=True)
-def _apply_direct(
-    data, f0, nf, period, slope, icept, do_trend, ell, rr, series, gq, zq, aq, do_corr, csum, csq
-):
-    """Subtract trend and the time-domain (flat-coefficient) correction, in place.
+def _zero_flagged(data, dq, flag):
+    """Set ``data[:, y, x] = 0`` where ``dq[y, x] & flag``; returns the number of such pixels."""
+    nf, ny, nx = data.shape
+    counts = np.zeros(ny, dtype=np.int64)
+    for y in numba.prange(ny):
+        n = 0
+        for x in range(nx):
+            if dq[y, x] & flag:
+                n += 1
+                for f in range(nf):
+                    data[f, y, x] = 0.0
+        counts[y] = n
+    return counts.sum()
 
-    ``corr_c = gq[c]*ell + zq[c]*rr + aq[c]*series`` (coefficients already scaled).
-    ``csum``/``csq`` (nf, ny) accumulate the sum and sum of squares of what is
-    subtracted.
+
+@numba.njit(cache=True, fastmath=False)
+def _subtract_run(seg, dc, kk, t0, m, do_trend, lane, lane2):
+    """``seg[j] -= dc[j] + (t0 + m*kk[j])`` for every ``j`` (the trend only where
+    ``seg[j] != 0``); what is subtracted is added to ``lane[j]``, its square to
+    ``lane2[j]``. A plain loop over the whole segment, which LLVM vectorises (a loop
+    over part of it, e.g. from 4, compiles ~3x slower).
+    """
+    for j in range(seg.shape[0]):
+        x = seg[j]
+        d = dc[j]
+        if do_trend and x != 0.0:
+            d += t0 + m * kk[j]
+        seg[j] = np.float64(x) - d
+        lane[j] += d
+        lane2[j] += d * d
+
+
+@numba.njit(cache=True, fastmath=False)
+def _subtract_channel_row(row, c, w, t0, m, do_trend, cs, kk, ca, ref_corr, dc, lane, lane2):
+    """Subtract ``trend + ca*corr[k] + ref_corr[k] (k < 4)`` from one channel row.
+
+    ``row`` is a detector row (nx,); ``cs`` (w,) float64 holds the channel's correction
+    samples and ``kk`` (w,) float64 the read-order column ``k`` of each detector column
+    ``c*w + j`` of the channel (``j`` for even ``c``, ``w-1-j`` for odd ``c``, whose
+    ``cs`` is reversed accordingly). ``t0`` is the trend at ``k = 0`` and ``m`` its
+    step per read slot. ``dc`` (w,) float64 is scratch. What is subtracted is
+    accumulated per detector column into ``lane`` (sum) and ``lane2`` (sum of squares).
+    """
+    for j in range(w):
+        dc[j] = ca * cs[j]
+    for k in range(_N_REF):
+        dc[w - 1 - k if c & 1 else k] += ref_corr[k]
+    _subtract_run(row[c * w : c * w + w], dc, kk, t0, m, do_trend, lane, lane2)
+
+
+@numba.njit(cache=True, fastmath=False)
+def _read_columns(w):
+    """Read-order column of each detector column of an even (row 0) / odd (row 1) channel."""
+    kk = np.empty((2, w))
+    for j in range(w):
+        kk[0, j] = j
+        kk[1, j] = w - 1 - j
+    return kk
+
+
+@numba.njit(cache=True, fastmath=False, parallel=True)
+def _apply_rows(
+    data, f0, nf, period, slope, icept, do_trend, ell, rr, series, gq, zq, aq, do_ref, csum, csq
+):
+    """Subtract trend and a time-domain correction from all 32 channels, in place.
+
+    One pass over frames ``f0 .. f0+nf-1``: ``corr_c = aq[c]*series[fi]`` plus, in
+    read-order columns 0..3 and only with ``do_ref``, ``gq[c]*ell + zq[c]*rr``
+    (coefficients already scaled). ``series`` (nf, >= ny*period) is the amp33 series
+    (flat coefficients) or the common correction series (shared alpha). ``csum``/``csq``
+    (nf, ny) accumulate the sum and sum of squares of what is subtracted.
     """
     ny = data.shape[1]
     w = data.shape[2] // _N_DET
     tmean = 0.5 * (ny * period - 1)
+    kk = _read_columns(w)
     for idx in numba.prange(nf * ny):
         fi = idx // ny
         y = idx % ny
         row = data[f0 + fi, y]
         base = y * period
-        ser = series[fi, base : base + w]
+        cs = np.empty((2, w))  # the series in even- and odd-channel column order
+        for k in range(w):
+            v = np.float64(series[fi, base + k])
+            cs[0, k] = v
+            cs[1, w - 1 - k] = v
         ref_corr = np.zeros(_N_REF)
-        acc = 0.0
-        acc2 = 0.0
+        dc = np.empty(w)
+        lane = np.zeros(w)
+        lane2 = np.zeros(w)
         for c in range(_N_DET):
-            ca = 0.0
-            if do_corr:
-                ca = aq[c]
+            if do_ref:
                 for k in range(_N_REF):
                     ref_corr[k] = gq[c] * ell[fi, y, k] + zq[c] * rr[fi, y, k]
             m = slope[fi, c]
             t0 = m * (base - tmean) + icept[fi, c]
-            a1, a2 = _subtract_channel_row(row, c, w, t0, m, do_trend, ser, ca, ref_corr)
-            acc += a1
-            acc2 += a2
-        csum[fi, y] += acc
-        csq[fi, y] += acc2
+            p = c & 1
+            _subtract_channel_row(
+                row, c, w, t0, m, do_trend, cs[p], kk[p], aq[c], ref_corr, dc, lane, lane2
+            )
+        csum[fi, y] += lane.sum()
+        csq[fi, y] += lane2.sum()
 
 
 @numba.njit(cache=True, fastmath=False, parallel=True)
@@ -322,24 +358,29 @@ def _apply_channels(data, f0, nf, period, slope, icept, do_trend, c0, corr, csum
     ny = data.shape[1]
     w = data.shape[2] // _N_DET
     tmean = 0.5 * (ny * period - 1)
+    kk = _read_columns(w)
     for idx in numba.prange(nf * ny):
         fi = idx // ny
         y = idx % ny
         row = data[f0 + fi, y]
         base = y * period
         no_ref = np.zeros(_N_REF)
-        acc = 0.0
-        acc2 = 0.0
+        cs = np.empty(w)
+        dc = np.empty(w)
+        lane = np.zeros(w)
+        lane2 = np.zeros(w)
         for g in range(ng):
             c = c0 + g
+            p = c & 1
+            for k in range(w):
+                cs[w - 1 - k if p else k] = corr[g, fi, base + k]
             m = slope[fi, c]
             t0 = m * (base - tmean) + icept[fi, c]
-            ser = corr[g, fi, base : base + w]
-            a1, a2 = _subtract_channel_row(row, c, w, t0, m, do_trend, ser, 1.0, no_ref)
-            acc += a1
-            acc2 += a2
-        csum[fi, y] += acc
-        csq[fi, y] += acc2
+            _subtract_channel_row(
+                row, c, w, t0, m, do_trend, cs, kk[p], 1.0, no_ref, dc, lane, lane2
+            )
+        csum[fi, y] += lane.sum()
+        csq[fi, y] += lane2.sum()
 
 
 def _cosine_weights(ntap: int = 32) -> np.ndarray:

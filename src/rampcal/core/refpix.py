@@ -54,9 +54,11 @@ N_FFT_ITER = 3
 #: Taps of the cosine interpolation kernel.
 N_COS_TAPS = 32
 
-_FRAME_CHUNK = 12  # frames per batch (bounds the spectra and correction buffers)
+_FRAME_CHUNK = 4  # at most this many frames per batch (bounds the series and spectra)
 _CHANNEL_GROUP = 4  # channels per batched inverse FFT in the general path
 _FFT_WORKERS = 2
+# amp33 dtypes the kernels read as they are (exactly representable in float32)
+_AMP_DTYPES = (np.uint8, np.int8, np.uint16, np.int16, np.float32)
 
 __all__ = [
     "N_CHANNELS",
@@ -207,16 +209,26 @@ def correct_refpix(
     the raw frame.
 
     Speed: the apodised-spectrum filter of ``fft_interpolate`` equals the circular
-    3-tap filter (1/4, 1/2, 1/4), so it is applied directly on the pads. When every coefficient
-    row is one real constant (e.g. :func:`default_refpix_coefficients`), ``irfft(c *
-    rfft(x)) = c * x`` and the correction is a time-domain linear combination (no
-    FFT). Otherwise the 32 corrections per frame are inverse real FFTs of the
-    combined spectra, in float32 (as in the reference implementation, whose forward
-    transforms are float32); their rounding is ~1e-6 of the RMS of the reference
-    series (~1e-5 DN after offset and trend removal). The offset is only evaluated
-    (in float64) where the reference series are built, so the data are never offset
-    and re-offset in float32. Extra memory: per-batch buffers of ~``3 * 12 * L``
-    complex values (about 0.2 GB for the full frame in the general path).
+    3-tap filter (1/4, 1/2, 1/4), so it is applied directly on the pads. When every
+    coefficient row is one real constant (e.g. :func:`default_refpix_coefficients`),
+    ``irfft(c * rfft(x)) = c * x`` and the correction is a time-domain linear
+    combination (no FFT). When gamma = zeta = 0 and every channel has the same alpha,
+    one inverse FFT per frame serves all channels. Otherwise the 32 corrections per
+    frame are inverse real FFTs of the combined spectra, in float32 (as in the
+    reference implementation, whose forward transforms are float32); their rounding is
+    ~1e-6 of the RMS of the reference series (~1e-5 DN after offset and trend removal).
+    The offset is only evaluated (in float64) where the reference series are built, so
+    the data are never offset and re-offset in float32.
+
+    Memory: frames are processed in batches of at most 4 and every detector pixel is
+    visited once, in place (one pass subtracts trend and correction from all 32
+    channels of a row). The extra memory is the float32 amp33 output, the amp33
+    offsets and per-batch buffers of a few ``L``-sample series and spectra (~40 MB for
+    a full-frame batch of 3 frames; ~100 MB in the general path, which also holds the
+    left and right spectra and inverse-transforms 4 channels at a time). Coefficient arrays may
+    be read-only broadcast views (one row, or one value, repeated), which are never
+    expanded. The results do not depend on the batching, nor on whether an integer
+    ``amp33`` is passed as is or as float32.
     """
     cube = _check_data(data)
     nf, ny, nx = cube.shape
@@ -236,8 +248,8 @@ def correct_refpix(
         cosine_interpolate=bool(cosine_interpolate),
         fft_interpolate=bool(fft_interpolate),
     )
-    for f0 in range(0, nf, _FRAME_CHUNK):
-        _process_chunk(cube, amp, f0, min(_FRAME_CHUNK, nf - f0), st)
+    for f0 in range(0, nf, st.chunk):
+        _process_chunk(cube, amp, f0, min(st.chunk, nf - f0), st)
 
     npix = float(ny * nx)
     mean = st.csum.sum(axis=1) / npix
@@ -257,13 +269,14 @@ class _State:
     """Everything the frame batches share: switches, offsets, scales and outputs."""
 
     period: int
+    chunk: int
     use_off: bool
     do_trend: bool
     do_cos: bool
     n_fft: int
     coeffs: tuple[np.ndarray, np.ndarray, np.ndarray] | None
     fast: bool
-    shared: np.ndarray | None  # (L//2+1,) alpha row used by every channel (gamma = zeta = 0)
+    shared: np.ndarray | None  # (L//2+1,) complex64 scaled alpha row of every channel
     scale_ref: float  # 2*(L//2+1)/L * (w+12)/4: left/right spectra normalisation
     scale_amp: float  # 2*(L//2+1)/L: amp33 spectrum normalisation
     direct: np.ndarray  # (3, 32) scaled flat coefficients (fast path)
@@ -271,6 +284,9 @@ class _State:
     off_cols: np.ndarray  # (ny, 8) offsets of columns 0..3, nx-4..nx-1
     off_amp: np.ndarray  # (ny, w) amp33 offsets
     weights: np.ndarray
+    series: np.ndarray  # (chunk, L) buffer: amp33 series of a frame batch (float32 for FFTs)
+    ell: np.ndarray  # (chunk, ny, 4) float64 buffer: left reference columns
+    rr: np.ndarray  # (chunk, ny, 4) float64 buffer: right reference columns
     slope: np.ndarray
     icept: np.ndarray
     csum: np.ndarray
@@ -297,6 +313,14 @@ class _State:
         fast = coeffs is not None and _coefficients_are_flat(*coeffs)
         shared = None if (coeffs is None or fast) else _shared_alpha(*coeffs)
         scale_amp = 2.0 * (length // 2 + 1) / length  # the reference's 2*(L//2+1), over L
+        if shared is not None:
+            shared = (shared * scale_amp).astype(np.complex64)
+        # equal batches of at most _FRAME_CHUNK frames (e.g. 9 frames: 3 x 3)
+        nbatch = -(-nf // max(1, int(_FRAME_CHUNK)))
+        chunk = -(-nf // nbatch)
+        # the FFT paths transform the float32 series (the reference's forward FFTs are
+        # float32); the time-domain path uses the float64 series
+        series_dtype = np.float64 if (coeffs is None or fast) else np.float32
         scale_ref = scale_amp * period / N_REF
         direct = np.zeros((3, N_CHANNELS))
         if fast:
@@ -304,6 +328,7 @@ class _State:
                 direct[i] = c[:, 0].real * s
         return cls(
             period=period,
+            chunk=chunk,
             use_off=remove_offset,
             do_trend=remove_trends,
             do_cos=cosine_interpolate,
@@ -318,6 +343,9 @@ class _State:
             off_cols=off_cols,
             off_amp=off_amp,
             weights=_k._cosine_weights(N_COS_TAPS),
+            series=np.empty((chunk, length), dtype=series_dtype),
+            ell=np.zeros((chunk, ny, N_REF)),
+            rr=np.zeros((chunk, ny, N_REF)),
             slope=np.zeros((nf, N_CHANNELS + 1)),
             icept=np.zeros((nf, N_CHANNELS + 1)),
             csum=np.zeros((nf, ny)),
@@ -333,29 +361,23 @@ def _zero_bad_reference_pixels(cube: np.ndarray, pixeldq: np.ndarray | None) -> 
     dq = np.asarray(pixeldq)
     if dq.shape != cube.shape[1:]:
         raise ValueError(f"pixeldq must have shape {cube.shape[1:]}, got {dq.shape}")
-    bad = (dq & np.uint32(PixelFlag.BAD_REF_PIXEL)) != 0
-    n_bad = int(np.count_nonzero(bad))
-    if n_bad:
-        for plane in cube:
-            plane[bad] = 0.0
-    return n_bad
+    if dq.dtype != np.uint32 or not dq.flags.c_contiguous:
+        dq = np.ascontiguousarray(dq, dtype=np.uint32)
+    return int(_k._zero_flagged(cube, dq, np.uint32(PixelFlag.BAD_REF_PIXEL)))
 
 
 def _process_chunk(cube: np.ndarray, amp: np.ndarray, f0: int, nfc: int, st: _State) -> None:
     """§4 steps 4-7 for frames ``f0 .. f0+nfc-1`` (in place on ``cube``)."""
-    ny = cube.shape[1]
     sl = slice(f0, f0 + nfc)
     slope, icept = st.slope[sl], st.icept[sl]
     if st.do_trend:
         off_rows, off_amp = st.off_rows, st.off_amp
         _k._fit_trends(cube, amp, off_rows, off_amp, st.use_off, f0, nfc, st.period, slope, icept)
-    ell = np.zeros((nfc, ny, N_REF))
-    rr = np.zeros((nfc, ny, N_REF))
-    if st.coeffs is not None:
+    ell, rr, series = st.ell[:nfc], st.rr[:nfc], st.series[:nfc]
+    if st.coeffs is not None and st.shared is None:
         _k._build_ref_columns(
             cube, st.off_cols, st.use_off, f0, nfc, st.period, slope, icept, ell, rr
         )
-    series = np.empty((nfc, ny * st.period))
     _k._build_amp33_series(
         amp,
         st.off_amp,
@@ -375,26 +397,24 @@ def _process_chunk(cube: np.ndarray, amp: np.ndarray, f0: int, nfc: int, st: _St
         return  # nothing to subtract from the detector pixels
     if st.coeffs is None or st.fast:
         g, z, a = st.direct
-        _k._apply_direct(
-            cube,
-            f0,
-            nfc,
-            st.period,
-            slope,
-            icept,
-            st.do_trend,
-            ell,
-            rr,
-            series,
-            g,
-            z,
-            a,
-            st.coeffs is not None,
-            st.csum[sl],
-            st.csq[sl],
-        )
+        corr = series
+    elif st.shared is not None:
+        # gamma = zeta = 0 and one alpha for all channels: one inverse FFT per frame
+        # (float32 forward transform, as in the general path)
+        af = scipy.fft.rfft(series, axis=-1, workers=_FFT_WORKERS)
+        af *= st.shared
+        corr = scipy.fft.irfft(af, n=series.shape[1], axis=-1, workers=_FFT_WORKERS)
+        del af
+        g = z = np.zeros(N_CHANNELS)
+        a = np.ones(N_CHANNELS)
     else:
         _fft_correction(cube, f0, ell, rr, series, st)
+        return
+    do_ref = st.coeffs is not None and st.shared is None
+    _k._apply_rows(
+        cube, f0, nfc, st.period, slope, icept, st.do_trend, ell, rr, corr, g, z, a, do_ref,
+        st.csum[sl], st.csq[sl],
+    )  # fmt: skip
 
 
 def _check_data(data: np.ndarray) -> np.ndarray:
@@ -424,6 +444,8 @@ def _check_amp33(amp33: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
         np.issubdtype(amp.dtype, np.integer) or np.issubdtype(amp.dtype, np.floating)
     ):
         raise TypeError(f"amp33 must be real, got dtype {amp.dtype}")
+    if amp.dtype in _AMP_DTYPES and amp.dtype.isnative and amp.flags.c_contiguous:
+        return amp  # read as is by the kernels (same values as a float32 copy)
     return np.ascontiguousarray(amp, dtype=np.float32)
 
 
@@ -443,14 +465,28 @@ def _check_coefficients(gamma, zeta, alpha, nk: int, ny: int, w: int):
                 f"{ny}*({w}+{N_PAD}); got {arr.shape}"
             )
         if arr.dtype != np.complex128:
-            arr = arr.astype(np.complex128)
+            arr = _as_complex128(arr)
         out.append(arr)
     return tuple(out)
+
+
+def _as_complex128(arr: np.ndarray) -> np.ndarray:
+    """complex128 version of a coefficient array; broadcast axes stay broadcast."""
+    core = arr[tuple(slice(0, 1) if st == 0 else slice(None) for st in arr.strides)]
+    return np.broadcast_to(core.astype(np.complex128), arr.shape)
+
+
+def _is_zero(c: np.ndarray) -> bool:
+    """True when every entry is 0 (each broadcast axis is looked at once)."""
+    core = c[tuple(slice(0, 1) if st == 0 else slice(None) for st in c.strides)]
+    return not np.any(core)
 
 
 def _coefficients_are_flat(gamma: np.ndarray, zeta: np.ndarray, alpha: np.ndarray) -> bool:
     """True when each coefficient row is one real constant over frequency."""
     for c in (gamma, zeta, alpha):
+        if c.strides[0] == 0:
+            c = c[:1]  # one row broadcast over the channels: check it once
         if c.strides[1] == 0:  # broadcast rows (default coefficients): check column 0
             col = c[:, 0]
             if not (np.all(col.imag == 0) and np.all(np.isfinite(col.real))):
@@ -462,7 +498,7 @@ def _coefficients_are_flat(gamma: np.ndarray, zeta: np.ndarray, alpha: np.ndarra
 
 def _shared_alpha(gamma: np.ndarray, zeta: np.ndarray, alpha: np.ndarray) -> np.ndarray | None:
     """The common alpha row when gamma = zeta = 0 and every channel has the same alpha."""
-    if np.any(gamma) or np.any(zeta):
+    if not (_is_zero(gamma) and _is_zero(zeta)):
         return None
     row = alpha[0]
     if alpha.strides[0] == 0 or np.array_equal(alpha, np.broadcast_to(row, alpha.shape)):
@@ -478,20 +514,6 @@ def _fft_correction(
     length = series.shape[1]
     sl = slice(f0, f0 + nfc)
     wk = _FFT_WORKERS
-    if st.shared is not None:
-        # gamma = zeta = 0 and one alpha for all channels: one inverse FFT per frame
-        af = scipy.fft.rfft(series.astype(np.float32), axis=-1, workers=wk)
-        af *= (st.shared * st.scale_amp).astype(np.complex64)
-        corr1 = scipy.fft.irfft(af, n=length, axis=-1, workers=wk, overwrite_x=True)
-        corr = np.ascontiguousarray(
-            np.broadcast_to(corr1.astype(np.float32), (_CHANNEL_GROUP, nfc, length))
-        )
-        for c0 in range(0, N_CHANNELS, _CHANNEL_GROUP):
-            _k._apply_channels(
-                cube, f0, nfc, st.period, st.slope[sl], st.icept[sl], st.do_trend, c0, corr,
-                st.csum[sl], st.csq[sl],
-            )  # fmt: skip
-        return
     # float32 forward transforms: the inverse ones are float32 anyway
     lser = np.zeros((nfc, ny, st.period), dtype=np.float32)
     lser[:, :, :N_REF] = ell
@@ -499,7 +521,7 @@ def _fft_correction(
     lser[:, :, :N_REF] = rr
     rf = scipy.fft.rfft(lser.reshape(nfc, length), axis=-1, workers=wk)
     del lser
-    af = scipy.fft.rfft(series.astype(np.float32), axis=-1, workers=wk)
+    af = scipy.fft.rfft(series, axis=-1, workers=wk)
     gamma, zeta, alpha = st.coeffs
     spec = np.empty((_CHANNEL_GROUP, nfc, lf.shape[1]), dtype=np.complex64)
     for c0 in range(0, N_CHANNELS, _CHANNEL_GROUP):

@@ -7,6 +7,7 @@ import logging
 import numpy as np
 
 from rampcal.core.refpix import correct_refpix
+from rampcal.datamodels.blockstream import plane_reader
 from rampcal.errors import ReferenceFileError
 from rampcal.steps.base import RampcalStep
 
@@ -38,8 +39,8 @@ class RefPixStep(RampcalStep):
         if ref is None:
             self.record_step(model, "SKIPPED", reason="no REFPIX reference file")
             return model
-        coeffs = [_compact(ref[name]) for name in ("gamma", "zeta", "alpha")]
-        ref.close()  # drop the loaded full-size arrays; coeffs keeps what is needed
+        coeffs = [_load_coefficients(ref, name) for name in ("gamma", "zeta", "alpha")]
+        ref.close()  # drop anything loaded whole; coeffs keeps what is needed
         del ref
         data = np.ascontiguousarray(model.data, dtype=np.float32)
         try:
@@ -56,7 +57,12 @@ class RefPixStep(RampcalStep):
         except ValueError as exc:
             raise ReferenceFileError(f"REFPIX reference does not fit the exposure: {exc}") from None
         model.data = data
-        model.amp33 = np.clip(np.rint(np.abs(result.amp33)), 0, 65535).astype(np.uint16)
+        amp = result.amp33  # float32, ours: rounded and clipped in place
+        np.abs(amp, out=amp)
+        np.rint(amp, out=amp)
+        np.clip(amp, 0, 65535, out=amp)
+        model.amp33 = amp.astype(np.uint16)
+        del amp
         b = 4
         model.border_ref_pix_left = np.array(data[:, :, :b])
         model.border_ref_pix_right = np.array(data[:, :, -b:])
@@ -70,9 +76,50 @@ class RefPixStep(RampcalStep):
         return model
 
 
+def _load_coefficients(ref, name: str) -> np.ndarray:
+    """One REFPIX coefficient array (32, L//2+1), compact where it can be.
+
+    A row repeated in every channel becomes a read-only broadcast view of that row (of
+    one value if the row is constant, e.g. zeros). A lazily opened reference is
+    streamed a channel row at a time from its ASDF block, so such an array never exists
+    in memory whole (147 MB for the full frame); only an array with differing rows is
+    assembled. A reference already in memory is compacted by :func:`_compact`.
+    """
+    reader = plane_reader(ref, name)
+    if reader is None or len(reader.shape) != 2 or reader.shape[0] == 0:
+        return _compact(ref[name])
+    full = None
+    first = None
+    for i, piece in enumerate(reader.planes(1)):
+        row = piece[0]
+        if first is None:
+            first = row.copy()
+        elif full is not None:
+            full[i] = row
+        elif not _equal(row, first):
+            full = np.empty(reader.shape, dtype=first.dtype)
+            full[:i] = first
+            full[i] = row
+    if full is not None:
+        return full
+    if np.all(first == first[0]):
+        first = first[:1]  # one value everywhere (e.g. zeros)
+    return np.broadcast_to(first, reader.shape)
+
+
+def _equal(a: np.ndarray, b: np.ndarray) -> bool:
+    """``np.array_equal`` of two rows; complex ones compared as their float parts (same
+    result: equal real and imaginary parts, twice as fast)."""
+    if np.iscomplexobj(a) and a.dtype == b.dtype and a.flags.c_contiguous and b.flags.c_contiguous:
+        a, b = a.view(a.real.dtype), b.view(b.real.dtype)
+    return np.array_equal(a, b)
+
+
 def _compact(array) -> np.ndarray:
     """Load a coefficient array; one repeated in every channel becomes a broadcast view."""
     arr = np.asarray(array)
+    if arr.ndim != 2 or arr.shape[0] == 0:
+        return arr  # the core function reports the shape error
     row = arr[0]
     if np.array_equal(arr, np.broadcast_to(row, arr.shape)):
         return np.broadcast_to(row.copy(), arr.shape)  # frees the full array
