@@ -238,3 +238,117 @@ def test_build_mask_accepts_big_endian_and_float64():
     dq[2, 3] = 1
     mask = build_mask(data, err, dq)
     assert set(zip(*np.nonzero(mask))) == {(1, 2), (2, 3)}
+
+
+# ---------------------------------------------------------------------------- fast paths
+
+
+def test_gaussian_kernel_is_photutils_kernel():
+    from photutils.segmentation import make_2dgaussian_kernel
+
+    for fwhm in (1.0, 1.7, 2.0, 3.3):
+        size = gaussian_kernel(fwhm).shape[0]
+        ref = make_2dgaussian_kernel(fwhm, size=size)
+        ref.normalize()
+        np.testing.assert_array_equal(gaussian_kernel(fwhm), ref.array)
+
+
+def _field_with_background(seed=11, shape=(700, 650)):
+    rng = np.random.default_rng(seed)
+    ny, nx = shape
+    yy, xx = np.mgrid[:ny, :nx]
+    data = 3.0 + 0.002 * xx + 0.5 * np.sin(yy / 90.0) + rng.normal(0, 0.2, shape)
+    pos = rng.uniform(5, [nx - 5, ny - 5], (80, 2))
+    for x0, y0 in pos:
+        data += 40.0 * np.exp(-((xx - x0) ** 2 + (yy - y0) ** 2) / 3.0)
+    data = data.astype(np.float32)
+    mask = rng.random(shape) < 2e-3
+    data[mask] = np.nan
+    return data, mask
+
+
+def test_background_mesh_paths_give_the_full_frame_values():
+    """Mesh images evaluated where used: the same float32 numbers as the full frames."""
+    from rampcal.catalog.detection import background_mesh, subtract_and_detect
+
+    data, mask = _field_with_background()
+    mesh = background_mesh(data, mask, box_size=100)
+    full = estimate_background(data, mask, box_size=100)
+    np.testing.assert_array_equal(mesh.background.image(), full.background)
+    np.testing.assert_array_equal(mesh.rms.image(), full.rms)
+    # the zoomed mesh is the bicubic product A_y · mesh · A_xᵀ (BLAS may round differently)
+    ay = detection._zoom_matrix(mesh.rms.mesh.shape[0], 100, data.shape[0])
+    ax = detection._zoom_matrix(mesh.rms.mesh.shape[1], 100, data.shape[1])
+    blas = np.clip(ay @ mesh.rms.mesh @ ax.T, mesh.rms.mesh.min(), mesh.rms.mesh.max())
+    np.testing.assert_allclose(full.rms, blas, rtol=1e-6)
+    sci = data - full.background
+    np.testing.assert_array_equal(mesh.background.subtract_from(data), sci)
+    got_sci, got_det = subtract_and_detect(data, mask, mesh.background, kernel_fwhm=2.0)
+    np.testing.assert_array_equal(got_sci, sci)
+    np.testing.assert_array_equal(got_det, detection_image(sci, mask, kernel_fwhm=2.0))
+    # threshold as a mesh image or as the full frame: the same segmentation
+    by_mesh = segment_image(got_det, mesh.rms.scaled(3.0), npixels=9, mask=mask)
+    by_image = segment_image(got_det, 3.0 * full.rms, npixels=9, mask=mask)
+    assert by_mesh.n_labels == by_image.n_labels > 40
+    np.testing.assert_array_equal(by_mesh.data, by_image.data)
+
+
+def test_segmentation_boxes_and_areas():
+    from scipy.ndimage import find_objects
+
+    data, mask = _field_with_background(12, (300, 320))
+    det = detection_image(data - np.nanmedian(data), mask, kernel_fwhm=2.0)
+    segm = segment_image(det, 1.5, npixels=5, mask=mask)
+    assert segm.data.dtype == np.int32 and segm.n_labels > 20
+    slices = find_objects(segm.data)
+    expected = np.array([[s[0].start, s[0].stop, s[1].start, s[1].stop] for s in slices])
+    np.testing.assert_array_equal(segm.boxes, expected)
+    np.testing.assert_array_equal(segm.areas, np.bincount(segm.data.ravel())[1:])
+    again = detection.Segmentation(segm.data)
+    np.testing.assert_array_equal(again.labels, segm.labels)
+    assert again.boxes is None and again.max_label == segm.n_labels
+    with pytest.raises(ValueError, match="boxes"):
+        detection.Segmentation(segm.data, segm.labels, boxes=segm.boxes)
+
+
+def test_rejected_boxes_filled_as_photutils_idw():
+    from photutils.utils import ShepardIDWInterpolator
+
+    rng = np.random.default_rng(13)
+    mesh = rng.normal(5.0, 1.0, (6, 7)).astype(np.float32)
+    mesh[-1, :] = np.nan  # ties between equidistant boxes at the 10th neighbour
+    mesh[:, -1] = np.nan
+    mesh[2, 3] = np.nan
+    bad = np.isnan(mesh)
+    interp = ShepardIDWInterpolator(np.column_stack(np.nonzero(~bad)), mesh[~bad])
+    expected = mesh.copy()
+    expected[bad] = interp(
+        np.column_stack(np.nonzero(bad)), n_neighbors=10, power=1.0, eps=0.0, regularization=0.0
+    )
+    np.testing.assert_array_equal(detection._fill_mesh(mesh), expected)
+
+
+@pytest.mark.parametrize(
+    "nmesh, factor, n",
+    [(1, 100, 90), (2, 64, 128), (2, 50, 100), (3, 100, 300), (4, 64, 250), (5, 64, 300),
+     (5, 1000, 4088), (7, 100, 650), (9, 512, 4088)],
+)  # fmt: skip
+def test_zoom_matrix_is_scipy_zoom_of_unit_vectors(nmesh, factor, n):
+    from scipy.ndimage import zoom
+
+    eye = np.eye(nmesh)
+    cols = [zoom(eye[j], factor, order=3, mode="reflect", grid_mode=True)[:n] for j in range(nmesh)]
+    np.testing.assert_array_equal(
+        detection._zoom_matrix(nmesh, factor, n), np.column_stack(cols).astype(np.float32)
+    )
+
+
+def test_mesh_median_filter_is_scipy_generic_filter():
+    from scipy.ndimage import generic_filter
+
+    rng = np.random.default_rng(14)
+    mesh = rng.normal(size=(6, 7)).astype(np.float32)
+    mesh[1, 2] = np.nan
+    for size in ((3, 3), (1, 3), (3, 1), (5, 3)):
+        ref = generic_filter(mesh, np.nanmedian, size=size, mode="constant", cval=np.nan)
+        np.testing.assert_array_equal(detection._filter_mesh(mesh, size), ref)

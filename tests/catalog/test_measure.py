@@ -319,17 +319,26 @@ def _crowded_field(seed=5):
     return data.astype(np.float32), err, mask
 
 
-def test_circular_aperture_sums_match_photutils_catalog():
-    from photutils.segmentation import SourceCatalog
+def _photutils_catalog(data, segm, det, err, mask):
+    from photutils.segmentation import SegmentationImage, SourceCatalog
 
+    return SourceCatalog(
+        data,
+        SegmentationImage(segm.data),
+        convolved_data=det,
+        error=err,
+        mask=mask,
+        aperture_mask_method="mask",
+    )
+
+
+def test_circular_aperture_sums_match_photutils_catalog():
     from rampcal.catalog.measure import circular_aperture_sums
 
     data, err, mask = _crowded_field()
     det = detection_image(data, mask, kernel_fwhm=2.0)
     segm = segment_image(det, 3 * NOISE, npixels=5, mask=mask)
-    cat = SourceCatalog(
-        data, segm, convolved_data=det, error=err, mask=mask, aperture_mask_method="mask"
-    )
+    cat = _photutils_catalog(data, segm, det, err, mask)
     radii = np.array([0.5, 1.3, 3.0, 7.7, 14.5])
     flux, ferr = circular_aperture_sums(
         data,
@@ -366,44 +375,158 @@ def test_annulus_statistics_match_aperture_stats():
     assert area[0] < np.pi * (12.1**2 - 8.3**2)  # clipped and masked pixels removed
 
 
-def test_daofind_columns_match_full_image_star_finder(field):
-    """Sharpness/roundness1 (run on a mosaic of tiles) as DAOStarFinder on the image."""
+def _dao_reference(sci, mask, x, y):
     from photutils.detection import DAOStarFinder
 
-    from rampcal.catalog.measure import _daofind_stats
-
-    data, err, _, _, table, _ = field
-    mask = build_mask(data, err)
-    sci = data - estimate_background(data, mask, box_size=1000).background
-    x = np.r_[np.asarray(table["x_centroid"], float), 0.4, 254.8, 3.0]  # + edge positions
-    y = np.r_[np.asarray(table["y_centroid"], float), 100.2, 1.4, 254.6]
-    got = _daofind_stats(sci, mask, x, y, 2.0)
     xy = np.c_[np.rint(x), np.rint(y)].astype(int)
-    ref = DAOStarFinder(
+    return DAOStarFinder(
         threshold=0.0,
         fwhm=2.0,
         xycoords=xy,
         exclude_border=False,
         sharpness_range=None,
         roundness_range=None,
-    )(np.where(mask, 0.0, sci))
+    )(np.where(mask, np.float32(0.0), sci))
+
+
+def test_daofind_at_any_pixel_matches_star_finder(field):
+    """The compiled DAOFIND (sharpness, roundness1, marginal-fit centroid) at given pixels,
+    inside and at the edges, as DAOStarFinder on the whole image."""
+    from rampcal.catalog import _measure_kernels as mk
+    from rampcal.catalog.measure import _dao_kernel
+
+    data, err, _, _, table, _ = field
+    mask = build_mask(data, err)
+    sci = (data - estimate_background(data, mask, box_size=1000).background).astype(np.float32)
+    x = np.r_[np.asarray(table["x_centroid"], float), 0.4, 254.8, 3.0]  # + edge positions
+    y = np.r_[np.asarray(table["y_centroid"], float), 100.2, 1.4, 254.6]
+    ref = _dao_reference(sci, mask, x, y)
     assert len(ref) == x.size
-    np.testing.assert_allclose(got["sharpness"], ref["sharpness"], rtol=1e-12)
-    np.testing.assert_allclose(got["roundness1"], ref["roundness1"], rtol=1e-12, atol=1e-15)
+    ints, _, weights, kmask, vec, wts, scal = _dao_kernel(2.0)
+    nfo = weights.size
+    got = np.empty((x.size, 5))
+    for k in range(x.size):
+        mk._dao_one(
+            sci, mask, int(np.rint(x[k])), int(np.rint(y[k])), ints[1 : 1 + nfo],
+            ints[1 + nfo :], weights, kmask, ints[0], vec, wts, scal, got[k],
+        )  # fmt: skip
+    assert np.all(got[:, 4] == 1)
+    np.testing.assert_array_equal(got[:, 2], ref["sharpness"])
+    np.testing.assert_array_equal(got[:, 3].astype(np.float32), ref["roundness1"])
+    np.testing.assert_allclose(got[:, 0], ref["x_centroid"], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(got[:, 1], ref["y_centroid"], rtol=0, atol=1e-12)
+
+
+def test_daofind_columns_match_star_finder_on_the_image(field):
+    data, err, _, _, table, _ = field
+    mask = build_mask(data, err)
+    sci = data - estimate_background(data, mask, box_size=1000).background
+    x = np.asarray(table["x_centroid"], float)
+    y = np.asarray(table["y_centroid"], float)
+    ref = _dao_reference(sci * np.float32(sf.NJY_PER_DN_S), mask, x, y)
+    dist, idx = cKDTree(np.c_[x, y]).query(np.c_[ref["x_centroid"], ref["y_centroid"]])
+    assert np.all(dist < 1.5)
+    np.testing.assert_array_equal(table["sharpness"][idx], np.float32(ref["sharpness"]))
+    np.testing.assert_array_equal(table["roundness1"][idx], ref["roundness1"])
+
+
+def test_catalog_matches_photutils_source_catalog():
+    """Isophotal, shape, Kron and segment columns as photutils SourceCatalog computes them
+    (crowded sources, masked and NaN pixels, sources on the image edges)."""
+    data, err, mask = _crowded_field(8)
+    data[0:3, 60:64] += 40.0  # a source cut by the edge
+    det = detection_image(data, mask, kernel_fwhm=2.0)
+    segm = segment_image(det, 3 * NOISE, npixels=5, mask=mask)
+    table = measure_sources(
+        data, segm, error=err, mask=mask, detection=det, flux_scale=1.0, pixel_scale=1.0
+    )
+    cat = _photutils_catalog(data, segm, det, err, mask)
+    assert len(table) == cat.n_labels >= 10
+    columns = {
+        "x_centroid": cat.x_centroid,
+        "y_centroid": cat.y_centroid,
+        "bbox_xmin": cat.bbox_xmin,
+        "bbox_xmax": cat.bbox_xmax,
+        "bbox_ymin": cat.bbox_ymin,
+        "bbox_ymax": cat.bbox_ymax,
+        "segment_area": cat.segment_area.value,
+        "semimajor": cat.semimajor_axis.value,
+        "semiminor": cat.semiminor_axis.value,
+        "fwhm": cat.fwhm.value,
+        "ellipticity": cat.ellipticity.value,
+        "cxx": cat.ellipse_cxx.value,
+        "cxy": cat.ellipse_cxy.value,
+        "cyy": cat.ellipse_cyy.value,
+        "kron_radius": cat.kron_radius.value
+        * np.sqrt(cat.semimajor_axis.value * cat.semiminor_axis.value),
+        "kron_flux": cat.kron_flux,
+        "kron_flux_err": cat.kron_flux_err,
+        "segment_flux": cat.segment_flux,
+        "segment_flux_err": cat.segment_flux_err,
+        "fluxfrac_radius_50": cat.flux_radius(0.5).value,
+        "x_centroid_win": cat.x_centroid_win,
+        "y_centroid_win": cat.y_centroid_win,
+    }
+    for name, ref in columns.items():
+        got = np.asarray(table[name])
+        # float32 columns: equal to photutils' value rounded to float32 (the moments
+        # come from BLAS products there, so allow one float32 ulp)
+        np.testing.assert_allclose(
+            got, np.asarray(ref).astype(got.dtype), rtol=1.2e-7, err_msg=name
+        )
+    orient = np.mod(cat.orientation.value + 90.0, 180.0) - 90.0
+    np.testing.assert_allclose(table["orientation_pix"], orient.astype(np.float32), rtol=1.2e-7)
+
+
+def test_fully_masked_segment_is_nan_and_others_follow_photutils():
+    from rampcal.catalog.detection import Segmentation
+
+    data, err, mask = _crowded_field(9)
+    det = detection_image(data, mask, kernel_fwhm=2.0)
+    labels = segment_image(det, 3 * NOISE, npixels=5, mask=mask).data.copy()
+    labels[2:5, 2:5] = labels.max() + 1  # a forced segment on masked pixels only
+    mask = mask.copy()
+    mask[2:5, 2:5] = True
+    segm = Segmentation(labels)
+    table = measure_sources(
+        data, segm, error=err, mask=mask, detection=det, flux_scale=1.0, pixel_scale=1.0
+    )
+    cat = _photutils_catalog(data, segm, det, err, mask)
+    last = table[-1]
+    assert np.isnan(last["segment_flux"]) and np.isnan(last["kron_flux"])
+    # with a fully masked source photutils sums the errors in float64
+    np.testing.assert_array_equal(table["segment_flux"], np.float32(cat.segment_flux))
+    np.testing.assert_array_equal(table["segment_flux_err"], np.float32(cat.segment_flux_err))
+
+
+def test_psf_fwhm_number_is_the_gaussian_prf(field):
+    data, err, _, wcs, _, _ = field
+    mask = build_mask(data, err)
+    bkg = estimate_background(data, mask, box_size=1000)
+    sci = data - bkg.background
+    det = detection_image(sci, mask, kernel_fwhm=2.0)
+    segm = segment_image(det, 3.0 * bkg.rms, npixels=25, mask=mask)
+    options = {"error": err, "mask": mask, "detection": det, "flux_scale": 2.0}
+    by_model = measure_sources(sci, segm, psf_model=gaussian_psf(sf.FWHM_F158), **options)
+    sci_copy = np.array(sci, dtype=np.float32)
+    err_copy = np.array(err, dtype=np.float32)
+    options.update(error=err_copy)
+    by_fwhm = measure_sources(sci_copy, segm, psf_model=sf.FWHM_F158, inplace=True, **options)
+    for name in by_model.colnames:
+        np.testing.assert_array_equal(by_fwhm[name], by_model[name], err_msg=name)
+    np.testing.assert_array_equal(sci_copy, np.float32(sci) * np.float32(2.0))  # scaled in place
+    with pytest.raises(ValueError, match="writeable C-contiguous float32"):
+        measure_sources(sci.astype(np.float64), segm, inplace=True, **options)
 
 
 def test_half_light_radius_and_windowed_centroid_match_photutils():
-    from photutils.segmentation import SourceCatalog
-
     data, err, mask = _crowded_field(7)
     det = detection_image(data, mask, kernel_fwhm=2.0)
     segm = segment_image(det, 3 * NOISE, npixels=5, mask=mask)
     table = measure_sources(
         data, segm, error=err, mask=mask, detection=det, flux_scale=1.0, pixel_scale=1.0
     )
-    cat = SourceCatalog(
-        data, segm, convolved_data=det, error=err, mask=mask, aperture_mask_method="mask"
-    )
+    cat = _photutils_catalog(data, segm, det, err, mask)
     assert len(table) == cat.n_labels >= 10
     np.testing.assert_allclose(table["fluxfrac_radius_50"], cat.flux_radius(0.5).value, rtol=1e-6)
     np.testing.assert_allclose(table["x_centroid_win"], cat.x_centroid_win, rtol=0, atol=1e-4)

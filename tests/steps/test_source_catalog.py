@@ -276,3 +276,21 @@ def test_forced_segmentation_wrong_shape(products, image):
 def test_rejects_non_image_input(raw_factory):
     with pytest.raises(InputFileError, match="ImageModel"):
         SourceCatalogStep().run(raw_factory())
+
+
+def test_step_needs_no_photutils_and_leaves_the_image_alone(small, monkeypatch):
+    """Without deblending nor an EPSF the step runs on its own kernels (no photutils
+    import, its slowest part), with the same catalog; the image arrays are untouched."""
+    img = sf.image_model(*small)
+    data, err = np.array(img.data), np.array(img.err)
+    reference = SourceCatalogStep().run(sf.image_model(*small))
+    reference = reference.meta.source_catalog.tweakreg_catalog
+    for name in [n for n in sys.modules if n == "photutils" or n.startswith("photutils.")]:
+        monkeypatch.setitem(sys.modules, name, None)
+    monkeypatch.setitem(sys.modules, "photutils", None)
+    table = SourceCatalogStep().run(img).meta.source_catalog.tweakreg_catalog
+    assert table.colnames == reference.colnames and len(table) == 15
+    for name in table.colnames:
+        np.testing.assert_array_equal(table[name], reference[name], err_msg=name)
+    np.testing.assert_array_equal(img.data, data)
+    np.testing.assert_array_equal(img.err, err)

@@ -1,16 +1,21 @@
 """Background, detection image and segmentation of a calibrated image (ALGORITHMS.md §12, 2-5).
 
-Pure functions: 2-D numpy arrays in, arrays (or a photutils ``SegmentationImage``) out.
-Arrays are numpy order ``(ny, nx)``; pixel centres are at integers, 0-based.
+Pure functions: 2-D numpy arrays in, arrays (or a :class:`Segmentation`) out. Arrays
+are numpy order ``(ny, nx)``; pixel centres are at integers, 0-based.
 
 The background follows photutils ``Background2D`` (sigma-clipped median and standard
 deviation per box, IDW fill of rejected boxes, median filter of the mesh, bicubic
-``scipy.ndimage.zoom`` to full resolution) but computes it in compiled kernels: the box
-statistics on sorted values and the zoom as a separable product of two small
-interpolation matrices, O(ny·nx) in float32. The detection image is two 1-D passes of
-the separable kernel; the segmentation (without deblending) a compiled connected-
-component labelling with photutils' numbering. Each gives photutils' result to float32
-rounding (tests/catalog/test_detection.py compares them).
+``scipy.ndimage.zoom`` to full resolution) but computes it in compiled kernels
+(:mod:`rampcal.catalog._detect_kernels`): the box statistics on sorted values and the
+zoom as a separable product of two small interpolation matrices, evaluated where it is
+used (:class:`MeshImage`: background subtraction, detection threshold), so the
+full-resolution background and rms images need not exist. The detection image is two
+1-D passes of the separable kernel (fused with the background subtraction in
+:func:`subtract_and_detect`); the segmentation (without deblending) a compiled
+connected-component labelling with photutils' numbering, which also returns the bounding
+box and area of every segment. photutils itself is only imported for deblending.
+Each gives photutils' result bit for bit or to float32 rounding
+(tests/catalog/test_detection.py compares them).
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ from typing import NamedTuple
 import numba
 import numpy as np
 
+from rampcal.catalog import _detect_kernels as _k
+
 log = logging.getLogger(__name__)
 
 #: Deblending contrast of the segmentation (reference value).
@@ -33,19 +40,25 @@ DEBLEND_LEVELS = 32
 EXCLUDE_PERCENTILE = 10.0
 #: Sigma-clipping iterations of the box statistics.
 BKG_CLIP_MAXITERS = 10
-#: Normal-distribution scale of the median absolute deviation (astropy ``mad_std``).
-_MAD_TO_STD = 1.482602218505602
+#: σ/FWHM of a Gaussian (astropy's ``gaussian_fwhm_to_sigma``, the same expression).
+GAUSSIAN_FWHM_TO_SIGMA = 1.0 / (2.0 * math.sqrt(2.0 * math.log(2.0)))
 #: Image rows per block of the detection-image kernel.
-_BAND_ROWS = 64
+_BAND_ROWS = 128
 
 __all__ = [
     "DEBLEND_CONTRAST",
+    "GAUSSIAN_FWHM_TO_SIGMA",
     "Background",
+    "BackgroundMesh",
+    "MeshImage",
+    "Segmentation",
+    "background_mesh",
     "build_mask",
     "detection_image",
     "estimate_background",
     "gaussian_kernel",
     "segment_image",
+    "subtract_and_detect",
 ]
 
 
@@ -62,6 +75,137 @@ class Background(NamedTuple):
 
     background: np.ndarray
     rms: np.ndarray
+
+
+class MeshImage(NamedTuple):
+    """Full-resolution image of a low-resolution mesh, evaluated where it is used.
+
+    The value at pixel (j, i) is ``scale × clip(A_y[j] · mesh · A_x[i]ᵀ, min, max)`` with
+    the bicubic zoom matrices ``A`` of :func:`estimate_background`, in float32 with the
+    products accumulated by fused multiply-adds in order (as OpenBLAS ``sgemm`` does:
+    the same numbers as ``(A_y @ mesh) @ A_x.T`` there).
+
+    Attributes
+    ----------
+    mesh : ndarray, float32, (nby, nbx)
+        Mesh values (one per box).
+    box : (int, int)
+        Box size (rows, columns) in pixels.
+    shape : (int, int)
+        Image shape (ny, nx).
+    scale : float
+        Factor applied (in float32) to the zoomed values.
+    """
+
+    mesh: np.ndarray
+    box: tuple[int, int]
+    shape: tuple[int, int]
+    scale: float = 1.0
+
+    def scaled(self, factor: float) -> MeshImage:
+        """The same image times ``factor``."""
+        return self._replace(scale=self.scale * float(factor))
+
+    def image(self) -> np.ndarray:
+        """The whole image, float32 (ny, nx)."""
+        out = np.empty(self.shape, dtype=np.float32)
+        _k.mesh_image(*self.factors(), out, False, out)
+        return out
+
+    def subtract_from(self, data: np.ndarray) -> np.ndarray:
+        """``data − image`` in float32 (no full-resolution image in memory)."""
+        data = _native(np.asarray(data, dtype=np.float32))
+        if data.shape != tuple(self.shape):
+            raise ValueError(f"data has shape {data.shape}, the mesh image {self.shape}")
+        out = np.empty(self.shape, dtype=np.float32)
+        _k.mesh_image(*self.factors(), data, True, out)
+        return out
+
+    def factors(self):
+        """(A_y (ny, nby), mesh, A_xᵀ (nbx, nx), min, max, scale) for the compiled kernels.
+
+        A flat mesh gives zero matrices and ``min = max`` = its value.
+        """
+        mesh = np.ascontiguousarray(self.mesh, dtype=np.float32)
+        ny, nx = self.shape
+        lo, hi = np.min(mesh), np.max(mesh)
+        scale = np.float32(self.scale)
+        if hi == lo or not (np.isfinite(lo) and np.isfinite(hi)):
+            return _flat_factors(ny, nx, lo) + (scale,)
+        ay = _zoom_matrix(mesh.shape[0], self.box[0], ny)
+        axt = np.ascontiguousarray(_zoom_matrix(mesh.shape[1], self.box[1], nx).T)
+        return ay, mesh, axt, lo, hi, scale
+
+
+class BackgroundMesh(NamedTuple):
+    """Background and rms of an image as mesh images (:func:`background_mesh`).
+
+    Attributes
+    ----------
+    background, rms : MeshImage
+        Background level and noise (data units).
+    """
+
+    background: MeshImage
+    rms: MeshImage
+
+    def evaluate(self) -> Background:
+        """Full-resolution :class:`Background`."""
+        return Background(self.background.image(), self.rms.image())
+
+
+class Segmentation:
+    """Segmentation map: integer labels, 0 for the background.
+
+    Duck-types the parts of photutils ``SegmentationImage`` the catalog uses.
+
+    Parameters
+    ----------
+    data : ndarray (ny, nx), integer
+        Label of each pixel (kept, not copied).
+    labels : ndarray (n,), optional
+        The non-zero labels present, increasing (computed when not given).
+    boxes : ndarray (n, 4) int64, optional
+        Bounding box of each label, ``[ymin, ymax)``, ``[xmin, xmax)``, as ``data`` is
+        at creation (the labeller knows them; :func:`~rampcal.catalog.measure_sources`
+        scans the map otherwise).
+    areas : ndarray (n,) int64, optional
+        Pixel count of each label (with ``boxes``).
+    """
+
+    def __init__(
+        self,
+        data: np.ndarray,
+        labels: np.ndarray | None = None,
+        *,
+        boxes: np.ndarray | None = None,
+        areas: np.ndarray | None = None,
+    ):
+        self.data = data
+        if labels is None:
+            labels = _present_labels(np.asarray(data))
+        self.labels = np.asarray(labels, dtype=np.int64)
+        if (boxes is None) != (areas is None):
+            raise ValueError("boxes and areas go together")
+        if boxes is not None and (
+            np.shape(boxes) != (self.labels.size, 4) or np.shape(areas) != self.labels.shape
+        ):
+            raise ValueError("boxes (n, 4) and areas (n,) must match the labels")
+        self.boxes = boxes
+        self.areas = areas
+
+    @property
+    def n_labels(self) -> int:
+        """Number of labels."""
+        return int(self.labels.size)
+
+    @property
+    def max_label(self) -> int:
+        """Largest label (0 when there is none)."""
+        return int(self.labels[-1]) if self.labels.size else 0
+
+    def __repr__(self) -> str:
+        return f"Segmentation(shape={np.shape(self.data)}, n_labels={self.n_labels})"
 
 
 def build_mask(
@@ -103,7 +247,7 @@ def build_mask(
         if dq.dtype.kind not in "iu":
             raise ValueError(f"dq must be integer flags, got {dq.dtype}")
     mask = np.empty(data.shape, dtype=bool)
-    _mask_kernel(
+    _k.mask_kernel(
         data,
         data if err is None else err,
         np.zeros((1, 1), np.uint32) if dq is None else dq,
@@ -162,10 +306,31 @@ def estimate_background(
       grid_mode=True)`` cropped and clipped to the mesh range, evaluated as
       ``A_y · mesh · A_xᵀ`` where ``A`` holds the zoom of each unit mesh vector (the
       zoom is a tensor-product spline), so it costs O(ny·nx·nboxes) in float32 and
-      agrees with photutils to float32 rounding.
+      agrees with photutils to float32 rounding. The products are chains of fused
+      multiply-adds in index order (:class:`MeshImage`): the numbers OpenBLAS ``sgemm``
+      gives for ``(A_y @ mesh) @ A_x.T`` on an FMA machine.
 
     When every box is rejected, the whole image is used as one box (sigma-clipped
     median and ``mad_std``), as the reference does.
+    """
+    return background_mesh(
+        data, mask, box_size=box_size, filter_size=filter_size, sigma=sigma
+    ).evaluate()
+
+
+def background_mesh(
+    data: np.ndarray,
+    mask: np.ndarray,
+    *,
+    box_size: int = 1000,
+    filter_size: int = 3,
+    sigma: float = 3.0,
+) -> BackgroundMesh:
+    """The background and rms of :func:`estimate_background` as mesh images.
+
+    Same parameters and values; the full-resolution images are only computed a block of
+    rows at a time when used (:class:`MeshImage`), which keeps two image-sized arrays
+    out of memory.
     """
     data = np.ascontiguousarray(data, dtype=np.float32)
     mask = np.ascontiguousarray(mask, dtype=bool)
@@ -182,10 +347,10 @@ def estimate_background(
     if np.any(np.isfinite(bkg_mesh)):
         bkg_mesh = _filter_mesh(_fill_mesh(bkg_mesh), filt)
         rms_mesh = _filter_mesh(_fill_mesh(rms_mesh), filt)
-        background = _zoom_mesh(bkg_mesh, box, data.shape)
-        rms = _zoom_mesh(rms_mesh, box, data.shape)
         if np.all(np.isfinite(bkg_mesh)) and np.all(np.isfinite(rms_mesh)):
-            return Background(background, rms)
+            return BackgroundMesh(
+                MeshImage(bkg_mesh, box, data.shape), MeshImage(rms_mesh, box, data.shape)
+            )
     log.info("no box background could be measured; using one box for the whole image")
     return _one_box_background(data, mask, sigma)
 
@@ -197,14 +362,22 @@ def gaussian_kernel(fwhm: float) -> np.ndarray:
     -------
     ndarray, float64, (n, n)
         Sums to 1; ``n = ceil(3·fwhm)`` rounded up to odd (7 for FWHM 2).
+
+    Notes
+    -----
+    photutils ``make_2dgaussian_kernel(fwhm, size=n)`` (an astropy ``Gaussian2DKernel``
+    averaged over a 10× oversampled grid and normalised), built with astropy directly.
     """
-    from photutils.segmentation import make_2dgaussian_kernel
+    from astropy.convolution import Gaussian2DKernel
 
     if not fwhm > 0:
         raise ValueError(f"kernel_fwhm must be > 0, got {fwhm}")
     size = math.ceil(3.0 * fwhm)
     size += 1 - size % 2
-    kernel = make_2dgaussian_kernel(fwhm, size=size)
+    kernel = Gaussian2DKernel(
+        fwhm * GAUSSIAN_FWHM_TO_SIGMA, x_size=size, y_size=size, mode="oversample", factor=10
+    )
+    kernel.normalize(mode="integral")  # as photutils does
     kernel.normalize()
     return np.asarray(kernel.array, dtype=np.float64)
 
@@ -233,21 +406,39 @@ def detection_image(data: np.ndarray, mask: np.ndarray, *, kernel_fwhm: float) -
     The kernel is a product ``k_y k_xᵀ`` (a Gaussian integrated over pixels), so both
     convolutions run as two 1-D passes in float64, in bands of rows.
     """
-    kernel = gaussian_kernel(kernel_fwhm)
-    k1 = kernel.sum(axis=0)
-    k1 = k1 / k1.sum()
-    data = np.ascontiguousarray(data, dtype=np.float32)
-    mask = np.ascontiguousarray(mask, dtype=bool)
-    if data.ndim != 2 or mask.shape != data.shape:
-        raise ValueError(f"data {data.shape} and mask {mask.shape} must be the same 2-D shape")
-    out = np.empty(data.shape, dtype=np.float32)
-    _smooth_kernel(data, mask, k1, _BAND_ROWS, out)
-    return out
+    return _smooth(data, mask, None, kernel_fwhm)[1]
+
+
+def subtract_and_detect(
+    data: np.ndarray, mask: np.ndarray, background: MeshImage, *, kernel_fwhm: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Background-subtracted image and its detection image in one pass.
+
+    Parameters
+    ----------
+    data : ndarray (ny, nx)
+        Image.
+    mask : ndarray (ny, nx), bool
+        Excluded pixels.
+    background : MeshImage
+        Background (``background_mesh(...).background``).
+    kernel_fwhm : float
+        FWHM (pixels) of the detection kernel.
+
+    Returns
+    -------
+    sci, detection : ndarray, float32, (ny, nx)
+        ``data − background`` and ``detection_image(sci, mask, kernel_fwhm=...)``
+        (the same values), without the background image in memory.
+    """
+    if tuple(background.shape) != np.shape(data):
+        raise ValueError(f"background has shape {background.shape}, data {np.shape(data)}")
+    return _smooth(data, mask, background, kernel_fwhm)
 
 
 def segment_image(
     detection: np.ndarray,
-    threshold: np.ndarray | float,
+    threshold: np.ndarray | float | MeshImage,
     *,
     npixels: int = 25,
     deblend: bool = False,
@@ -260,8 +451,9 @@ def segment_image(
     ----------
     detection : ndarray (ny, nx)
         Smoothed image (:func:`detection_image`).
-    threshold : float or ndarray (ny, nx)
-        Per-pixel detection threshold (``snr_threshold × background rms``).
+    threshold : float, ndarray (ny, nx) or MeshImage
+        Per-pixel detection threshold (``snr_threshold × background rms``), e.g.
+        ``background_mesh(...).rms.scaled(snr)``.
     npixels : int
         Minimum number of connected pixels of a source.
     deblend : bool
@@ -271,42 +463,53 @@ def segment_image(
 
     Returns
     -------
-    photutils.segmentation.SegmentationImage or None
-        None when nothing is detected.
+    Segmentation or photutils.segmentation.SegmentationImage or None
+        None when nothing is detected; a :class:`Segmentation` (int32 labels 1…n)
+        without deblending, photutils' ``SegmentationImage`` with it.
 
     Notes
     -----
-    Without deblending a compiled two-pass union-find labelling gives the labels of
-    photutils ``SourceFinder`` / ``detect_sources`` (``scipy.ndimage.label``, segments
-    below ``npixels`` removed, the rest numbered 1, 2, … in raster order of their first
-    pixel); with deblending photutils ``SourceFinder`` runs.
+    Without deblending a compiled union-find labelling gives the labels of photutils
+    ``SourceFinder`` / ``detect_sources`` (``scipy.ndimage.label``, segments below
+    ``npixels`` removed, the rest numbered 1, 2, … in raster order of their first
+    pixel); the comparison ``detection > threshold`` is made in float32, a mesh-image
+    threshold evaluated row by row. With deblending photutils ``SourceFinder`` runs.
     """
     if deblend and not _have_skimage():
         log.warning("deblending needs scikit-image, which is not installed: sources not deblended")
         deblend = False
-    if deblend:
-        return _segment_photutils(detection, threshold, npixels, mask, contrast)
-    from photutils.segmentation import SegmentationImage
-
     det = np.ascontiguousarray(detection, dtype=np.float32)
     if det.ndim != 2:
         raise ValueError(f"detection must be 2-D, got shape {det.shape}")
-    if np.ndim(threshold) == 0:
-        # a Python float threshold compares in float32, as numpy does with a float32 image
-        thr = np.full((1, 1), np.float32(threshold), dtype=np.float32)
-    else:
-        thr = np.ascontiguousarray(threshold, dtype=np.float32)
-        if thr.shape != det.shape:
-            raise ValueError(f"threshold has shape {thr.shape}, detection has {det.shape}")
-    bad = np.zeros((1, 1), bool) if mask is None else np.ascontiguousarray(mask, dtype=bool)
-    if mask is not None and bad.shape != det.shape:
+    if isinstance(threshold, MeshImage):
+        if tuple(threshold.shape) != det.shape:
+            raise ValueError(f"threshold has shape {threshold.shape}, detection has {det.shape}")
+    elif np.ndim(threshold) != 0:
+        threshold = np.ascontiguousarray(threshold, dtype=np.float32)
+        if threshold.shape != det.shape:
+            raise ValueError(f"threshold has shape {threshold.shape}, detection has {det.shape}")
+    bad = None if mask is None else np.ascontiguousarray(mask, dtype=bool)
+    if bad is not None and bad.shape != det.shape:
         raise ValueError(f"mask has shape {bad.shape}, detection has {det.shape}")
+    if deblend:
+        if isinstance(threshold, MeshImage):
+            threshold = threshold.image()
+        return _segment_photutils(det, threshold, npixels, bad, contrast)
+    if isinstance(threshold, MeshImage):
+        thr, use_img, factors = np.zeros((1, 1), np.float32), False, threshold.factors()
+    elif np.ndim(threshold):
+        thr, use_img, factors = threshold, True, _flat_factors(1, 1, 0.0) + (np.float32(1),)
+    else:
+        flat = _flat_factors(det.shape[0], det.shape[1], np.float32(threshold))
+        thr, use_img, factors = np.zeros((1, 1), np.float32), False, flat + (np.float32(1),)
     labels = np.zeros(det.shape, dtype=np.int32)
-    per_pixel = thr.shape == det.shape
-    nlabels = _label_kernel(det, thr, per_pixel, bad, mask is not None, int(npixels), labels)
+    nlabels, boxes, areas = _k.label_kernel(
+        det, np.zeros((1, 1), bool) if bad is None else bad, bad is not None, thr, use_img,
+        *factors, int(npixels), labels,
+    )  # fmt: skip
     if nlabels == 0:
         return None
-    return SegmentationImage(labels)
+    return Segmentation(labels, np.arange(1, nlabels + 1, dtype=np.int64), boxes=boxes, areas=areas)
 
 
 # --------------------------------------------------------------------------- private
@@ -316,6 +519,85 @@ def _have_skimage() -> bool:
     import importlib.util
 
     return importlib.util.find_spec("skimage") is not None
+
+
+def _present_labels(data: np.ndarray) -> np.ndarray:
+    """Increasing non-zero labels of a label image (counted a block of rows at a time)."""
+    if data.dtype.kind not in "iu":
+        raise ValueError(f"segmentation labels must be integers, got {data.dtype}")
+    if data.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    flat = data.reshape(data.shape[0], -1)
+    top = max(int(flat.max()), 0)
+    if top > 4 * data.size:  # sparse large labels: no count table
+        return np.unique(data[data > 0]).astype(np.int64)
+    counts = np.zeros(top + 1, dtype=np.int64)
+    for j0 in range(0, flat.shape[0], 256):
+        block = flat[j0 : j0 + 256].ravel()
+        counts += np.bincount(block[block > 0], minlength=counts.size)
+    return np.flatnonzero(counts[1:]) + 1
+
+
+def _flat_factors(ny: int, nx: int, value):
+    """Mesh-image factors of a constant image (``clip(0, v, v) = v``)."""
+    value = np.float32(value)
+    return (
+        np.zeros((ny, 1), np.float32),
+        np.zeros((1, 1), np.float32),
+        np.zeros((1, nx), np.float32),
+        value,
+        value,
+    )
+
+
+def _smooth(data, mask, background, kernel_fwhm):
+    """(sci or None, detection) by :func:`_detect_kernels.subtract_smooth`."""
+    kernel = gaussian_kernel(kernel_fwhm)
+    k1 = kernel.sum(axis=0)
+    k1 = k1 / k1.sum()
+    data = _native(np.asarray(data, dtype=np.float32))
+    mask = np.ascontiguousarray(mask, dtype=bool)
+    if data.ndim != 2 or mask.shape != data.shape:
+        raise ValueError(f"data {data.shape} and mask {mask.shape} must be the same 2-D shape")
+    ny, nx = data.shape
+    if background is None:
+        factors = _flat_factors(ny, nx, 0.0) + (np.float32(1),)
+        sci = np.empty((1, 1), dtype=np.float32)
+    else:
+        factors = background.factors()
+        sci = np.empty(data.shape, dtype=np.float32)
+    out = np.empty(data.shape, dtype=np.float32)
+
+    def run(bands):
+        _k.subtract_smooth(
+            data, mask, *factors, k1, _BAND_ROWS, bands, background is not None, sci, out
+        )
+
+    _in_threads(run, np.arange((ny + _BAND_ROWS - 1) // _BAND_ROWS))
+    return (None if background is None else sci), out
+
+
+def _thread_count() -> int:
+    """numba's thread count (its configured default until numba's own threads start:
+    asking ``numba.get_num_threads()`` would start them)."""
+    from numba.np.ufunc import parallel
+
+    if getattr(parallel, "_is_initialized", False):
+        return numba.get_num_threads()
+    return max(1, int(numba.config.NUMBA_NUM_THREADS))
+
+
+def _in_threads(run, items: np.ndarray) -> None:
+    """``run(chunk)`` over interleaved chunks of ``items`` in :func:`_thread_count`
+    threads (the compiled kernels release the GIL)."""
+    workers = max(1, min(_thread_count(), items.size))
+    if workers == 1:
+        run(items)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        list(pool.map(run, [items[k::workers] for k in range(workers)]))
 
 
 def _segment_photutils(detection, threshold, npixels, mask, contrast):
@@ -354,7 +636,7 @@ def _box_statistics(data, mask, box, sigma, threshold):
     """Sigma-clipped median and std of every box (NaN where rejected), float32 meshes.
 
     Boxes are independent: they run in a thread pool (numpy's sort and the compiled
-    kernels release the GIL) of ``numba.get_num_threads()`` workers.
+    kernels release the GIL) of :func:`_thread_count` workers.
     """
     from concurrent.futures import ThreadPoolExecutor
 
@@ -374,15 +656,15 @@ def _box_statistics(data, mask, box, sigma, threshold):
     def one(item):
         j, i, y0, y1, x0, x1 = item
         buf = np.empty((y1 - y0) * (x1 - x0), dtype=np.float32)
-        n = _gather_box(data, mask, y0, y1, x0, x1, buf)
+        n = _k.gather_box(data, mask, y0, y1, x0, x1, buf)
         if n <= threshold:
             return
         values = np.sort(buf[:n])
-        med, std, ngood = _clipped_stats(values, sigma, BKG_CLIP_MAXITERS)
+        med, std, ngood = _k.clipped_stats(values, sigma, BKG_CLIP_MAXITERS)
         if ngood > threshold:
             bkg[j, i], rms[j, i] = med, std
 
-    workers = max(1, min(numba.get_num_threads(), len(todo)))
+    workers = max(1, min(_thread_count(), len(todo)))
     if workers == 1:
         for item in todo:
             one(item)
@@ -393,335 +675,130 @@ def _box_statistics(data, mask, box, sigma, threshold):
 
 
 def _fill_mesh(mesh: np.ndarray) -> np.ndarray:
-    """Rejected (NaN) boxes by photutils' IDW interpolation of the measured ones."""
+    """Rejected (NaN) boxes by photutils' IDW interpolation of the measured ones.
+
+    photutils ``ShepardIDWInterpolator(...)(positions, n_neighbors=10, power=1, eps=0,
+    regularization=0)`` with the same k-d tree (ties between equidistant boxes resolved
+    the same way) and the same numpy arithmetic.
+    """
     bad = np.isnan(mesh)
     if not np.any(bad):
         return mesh
-    from photutils.utils import ShepardIDWInterpolator
+    from scipy.spatial import cKDTree
 
-    interp = ShepardIDWInterpolator(np.column_stack(np.nonzero(~bad)), mesh[~bad])
+    coords = np.column_stack(np.nonzero(~bad))
+    values = np.asanyarray(mesh[~bad]).ravel()
+    positions = np.column_stack(np.nonzero(bad))
+    k = 10
+    distances, idx = cKDTree(coords, leafsize=10).query(positions, k=k, eps=0.0)
+    valid = np.isfinite(distances)
+    safe_distances = np.where(valid, distances, 1.0)
+    safe_idx = np.where(valid, idx, 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        weights = np.where(valid, 1.0 / (safe_distances**1.0 + 0.0), 0.0)
+        neighbor_values = values[safe_idx]
+        weights_tot = np.sum(weights, axis=1)
+        weighted_sum = np.sum(weights * neighbor_values, axis=1)
+        interp = np.where(weights_tot > 0.0, weighted_sum / weights_tot, np.nan).astype(float)
+    min_dist = distances[:, 0]
+    confused = np.isfinite(min_dist) & (min_dist <= 1.0e-12)
+    if np.any(confused):
+        interp[confused] = values[idx[confused, 0]].astype(float)
     out = mesh.copy()
-    out[bad] = interp(
-        np.column_stack(np.nonzero(bad)), n_neighbors=10, power=1.0, eps=0.0, regularization=0.0
-    )
+    out[bad] = interp
     return out
 
 
 def _filter_mesh(mesh: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """NaN-median filter of the mesh (``scipy.ndimage.generic_filter(mesh, np.nanmedian,
+    size, mode="constant", cval=nan)``: each window's values as float64, in order)."""
     if tuple(size) == (1, 1):
         return mesh
-    from scipy.ndimage import generic_filter
-
+    fy, fx = size
+    ny, nx = mesh.shape
+    padded = np.full((ny + fy - 1, nx + fx - 1), np.nan)
+    padded[fy // 2 : fy // 2 + ny, fx // 2 : fx // 2 + nx] = mesh
+    out = np.empty(mesh.shape, dtype=mesh.dtype)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        return generic_filter(mesh, np.nanmedian, size=size, mode="constant", cval=np.nan)
+        for j in range(ny):
+            for i in range(nx):
+                out[j, i] = np.nanmedian(padded[j : j + fy, i : i + fx].ravel())
+    return out
 
 
 def _zoom_matrix(nmesh: int, factor: int, n: int) -> np.ndarray:
     """(n, nmesh) float32: row i = weights of the mesh values at output pixel i.
 
-    Column j is ``scipy.ndimage.zoom`` (order 3, reflect, grid mode) of the unit vector
-    ``e_j``: the same spline photutils' zoom interpolator evaluates.
+    Column j is ``scipy.ndimage.zoom(e_j, factor, order=3, mode="reflect",
+    grid_mode=True)[:n]`` of the unit vector ``e_j`` (the spline photutils' zoom
+    interpolator evaluates), computed with scipy's operations: its recursive B-spline
+    prefilter with the half-sample-symmetric boundary, output pixel ``k`` at input
+    coordinate ``(k + 0.5)·nmesh/round(nmesh·factor) − 0.5`` (reflected about −0.5 when
+    negative), cubic weights summed in order (tests/catalog/test_detection.py checks the
+    numbers against scipy).
     """
-    from scipy.ndimage import zoom
+    if nmesh == 1:
+        return np.ones((n, 1), dtype=np.float32)
+    coef = np.column_stack([_spline_prefilter(np.eye(nmesh)[j]) for j in range(nmesh)])
+    zoom = nmesh / round(nmesh * factor)
+    x = (np.arange(n, dtype=np.float64) + 0.5) * zoom - 0.5
+    x = np.where(x < 0, -x - 1.0, x)
+    floor = np.floor(x)
+    t = x - floor
+    start = floor.astype(np.int64) - 1
+    u = 1.0 - t
+    w1 = (t * t * (t - 2.0) * 3.0 + 4.0) / 6.0
+    w2 = (u * u * (u - 2.0) * 3.0 + 4.0) / 6.0
+    w0 = u * u * u / 6.0
+    w3 = ((1.0 - w0) - w1) - w2
+    out = np.zeros((n, nmesh))
+    for m, w in enumerate((w0, w1, w2, w3)):
+        idx = start + m
+        idx = np.where(idx < 0, -idx - 1, idx)
+        idx = np.where(idx >= nmesh, 2 * nmesh - idx - 1, idx)
+        out += coef[idx] * w[:, None]
+    return np.ascontiguousarray(out, dtype=np.float32)
 
-    eye = np.eye(nmesh)
-    cols = [zoom(eye[j], factor, order=3, mode="reflect", grid_mode=True)[:n] for j in range(nmesh)]
-    return np.ascontiguousarray(np.column_stack(cols), dtype=np.float32)
+
+def _spline_prefilter(values: np.ndarray) -> np.ndarray:
+    """Cubic B-spline coefficients of ``values`` (scipy ``spline_filter1d``, mode reflect)."""
+    c = np.array(values, dtype=np.float64)
+    n = c.size
+    z = -0.267949192431122706472553658494127633  # sqrt(3) - 2
+    c *= (1.0 - z) * (1.0 - 1.0 / z)
+    z_i = z
+    z_n = z**n
+    c0 = c[0]
+    c[0] = c[0] + z_n * c[n - 1]
+    for i in range(1, n):
+        c[0] += z_i * (c[i] + z_n * c[n - 1 - i])
+        z_i *= z
+    c[0] *= z / (1 - z_n * z_n)
+    c[0] += c0
+    for i in range(1, n):
+        c[i] += z * c[i - 1]
+    c[n - 1] *= z / (z - 1)
+    for i in range(n - 2, -1, -1):
+        c[i] = z * (c[i + 1] - c[i])
+    return c
 
 
-def _zoom_mesh(mesh: np.ndarray, box: tuple[int, int], shape: tuple[int, int]) -> np.ndarray:
-    """Full-resolution float32 image of a mesh (photutils' ``_BkgZoomInterpolator``)."""
-    mesh = np.asarray(mesh, dtype=np.float32)
-    lo, hi = np.min(mesh), np.max(mesh)
-    if hi == lo or not (np.isfinite(lo) and np.isfinite(hi)):
-        return np.full(shape, lo, dtype=np.float32)
-    ay = _zoom_matrix(mesh.shape[0], box[0], shape[0])
-    ax = _zoom_matrix(mesh.shape[1], box[1], shape[1])
-    out = (ay @ mesh) @ ax.T
-    np.clip(out, lo, hi, out=out)
-    return out
-
-
-def _one_box_background(data, mask, sigma) -> Background:
+def _one_box_background(data, mask, sigma) -> BackgroundMesh:
     """Whole-image sigma-clipped median and ``mad_std`` (the fallback of the reference)."""
     from astropy.stats import SigmaClip, mad_std, sigma_clipped_stats
 
     good = data[~mask]
     good = good[np.isfinite(good)]
-    if good.size == 0:
-        zero = np.zeros_like(data)
-        return Background(zero, zero.copy())
-    clip = SigmaClip(sigma=sigma, maxiters=10, stdfunc="mad_std")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        _, median, _ = sigma_clipped_stats(good, sigma=sigma, maxiters=10, stdfunc=mad_std)
-        std = float(mad_std(clip(good, masked=False)))
-    return Background(
-        np.full(data.shape, median, dtype=np.float32), np.full(data.shape, std, dtype=np.float32)
+    median = std = 0.0
+    if good.size:
+        clip = SigmaClip(sigma=sigma, maxiters=10, stdfunc="mad_std")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            _, median, _ = sigma_clipped_stats(good, sigma=sigma, maxiters=10, stdfunc=mad_std)
+            std = float(mad_std(clip(good, masked=False)))
+    shape = data.shape
+    return BackgroundMesh(
+        MeshImage(np.full((1, 1), median, dtype=np.float32), shape, shape),
+        MeshImage(np.full((1, 1), std, dtype=np.float32), shape, shape),
     )
-
-
-@numba.njit(cache=True, fastmath=False)
-def _mask_kernel(data, err, dq, has_err, has_dq, bad_bits, out):  # pragma: no cover - compiled
-    ny, nx = data.shape
-    for j in range(ny):
-        for i in range(nx):
-            bad = not math.isfinite(data[j, i])
-            if has_err:
-                e = err[j, i]
-                bad = bad or not (math.isfinite(e) and e > 0)
-            if has_dq:
-                bad = bad or (np.uint64(dq[j, i]) & bad_bits) != 0
-            out[j, i] = bad
-
-
-@numba.njit(cache=True, fastmath=False, nogil=True)
-def _gather_box(data, mask, y0, y1, x0, x1, buf):  # pragma: no cover - compiled
-    """Copy the unmasked finite values of ``data[y0:y1, x0:x1]`` into ``buf``; count."""
-    n = 0
-    for j in range(y0, y1):
-        for i in range(x0, x1):
-            v = data[j, i]
-            if not mask[j, i] and math.isfinite(v):
-                buf[n] = v
-                n += 1
-    return n
-
-
-@numba.njit(cache=True, fastmath=False, nogil=True)
-def _first_at_least(v, lo, hi, value):  # pragma: no cover - compiled
-    """First index in sorted ``v[lo:hi]`` with ``v ≥ value`` (``hi`` if none)."""
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if v[mid] < value:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo
-
-
-@numba.njit(cache=True, fastmath=False, nogil=True)
-def _first_above(v, lo, hi, value):  # pragma: no cover - compiled
-    """First index in sorted ``v[lo:hi]`` with ``v > value`` (``hi`` if none)."""
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if v[mid] <= value:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo
-
-
-@numba.njit(cache=True, fastmath=False, nogil=True)
-def _median_sorted(s, lo, hi):  # pragma: no cover - compiled
-    """Median of sorted ``s[lo:hi]`` in float64 (astropy's ``wirth_median``)."""
-    n = hi - lo
-    mid = lo + n // 2
-    if n % 2 == 1:
-        return np.float64(s[mid])
-    return 0.5 * (np.float64(s[mid]) + np.float64(s[mid - 1]))
-
-
-@numba.njit(cache=True, fastmath=False, nogil=True)
-def _kth_deviation(s, lo, hi, split, med, k):  # pragma: no cover - compiled
-    """k-th smallest (0-based) ``|s_i − med|`` over sorted ``s[lo:hi]``.
-
-    ``split`` is the first index with ``s ≥ med``: the deviations are the two sorted
-    runs ``A_t = med − s[split−1−t]`` and ``B_t = s[split+t] − med``; binary search on
-    how many of the k+1 smallest come from ``A``.
-    """
-    na = split - lo
-    nb = hi - split
-    i_lo = max(0, k + 1 - nb)
-    i_hi = min(k + 1, na)
-    while True:
-        i = (i_lo + i_hi) // 2
-        j = k + 1 - i
-        if i < na and j > 0 and s[split + j - 1] - med > med - s[split - 1 - i]:
-            i_lo = i + 1  # B[j-1] > A[i]: take more from A
-        elif i > 0 and j < nb and med - s[split - i] > s[split + j] - med:
-            i_hi = i - 1  # A[i-1] > B[j]: take fewer from A
-        else:
-            value = -1.0
-            if i > 0:
-                value = med - np.float64(s[split - i])
-            if j > 0:
-                value = max(value, np.float64(s[split + j - 1]) - med)
-            return value
-
-
-@numba.njit(cache=True, fastmath=False, nogil=True)
-def _clipped_stats(s, sigma, maxiters):  # pragma: no cover - compiled
-    """(median, std, count) of sorted float32 ``s`` after iterative median/MAD clipping.
-
-    Bounds as astropy's C ``sigma_clip`` (float64 median and ``1.4826·MAD``; keep
-    ``lower ≤ v ≤ upper``; stop when nothing changes, nothing is left, or after
-    ``maxiters`` passes). Median of the kept values as numpy's float32 ``median``
-    (mean of the middle pair in float32); std with ddof 0, accumulated in float64.
-    """
-    lo, hi = 0, s.size
-    it = 0
-    while hi > lo:
-        n = hi - lo
-        med = _median_sorted(s, lo, hi)
-        split = _first_at_least(s, lo, hi, med)
-        if n % 2 == 1:
-            mad = _kth_deviation(s, lo, hi, split, med, n // 2)
-        else:
-            mad = 0.5 * (
-                _kth_deviation(s, lo, hi, split, med, n // 2)
-                + _kth_deviation(s, lo, hi, split, med, n // 2 - 1)
-            )
-        std = mad * _MAD_TO_STD
-        lower, upper = med - sigma * std, med + sigma * std
-        new_lo = _first_at_least(s, lo, hi, lower)
-        new_hi = _first_above(s, lo, hi, upper)
-        it += 1
-        done = (new_hi - new_lo == n) or new_hi <= new_lo or it >= maxiters
-        lo, hi = new_lo, max(new_hi, new_lo)
-        if done:
-            break
-    n = hi - lo
-    if n == 0:
-        return np.nan, np.nan, 0
-    mid = lo + n // 2
-    if n % 2 == 1:
-        median = np.float64(s[mid])
-    else:
-        median = np.float64((s[mid] + s[mid - 1]) * np.float32(0.5))
-    mean = 0.0
-    for i in range(lo, hi):
-        mean += s[i]
-    mean /= n
-    var = 0.0
-    for i in range(lo, hi):
-        var += (s[i] - mean) ** 2
-    return median, math.sqrt(var / n), n
-
-
-@numba.njit(cache=True, fastmath=False, parallel=True)
-def _smooth_kernel(data, mask, k1, band, out):  # pragma: no cover - compiled
-    """``out = conv(d·w)/conv(w)`` for the separable kernel ``k1 ⊗ k1`` (zero padding).
-
-    Rows are processed in bands; inner loops run along x so that they vectorise.
-    """
-    ny, nx = data.shape
-    nk = k1.size
-    r = nk // 2
-    nband = (ny + band - 1) // band
-    for b in numba.prange(nband):
-        j0 = b * band
-        j1 = min(ny, j0 + band)
-        rows = j1 - j0 + 2 * r
-        hnum = np.zeros((rows, nx))
-        hden = np.zeros((rows, nx))
-        vrow = np.zeros(nx + 2 * r)  # zero-padded row of values and of weights
-        wrow = np.zeros(nx + 2 * r)
-        num = np.empty(nx)
-        den = np.empty(nx)
-        for jj in range(rows):
-            j = j0 - r + jj
-            if j < 0 or j >= ny:
-                continue
-            for i in range(nx):
-                v = np.float64(data[j, i])
-                good = not mask[j, i] and math.isfinite(v)
-                vrow[i + r] = v if good else 0.0
-                wrow[i + r] = 1.0 if good else 0.0
-            hn = hnum[jj]
-            hd = hden[jj]
-            for k in range(nk):
-                c = k1[k]
-                for i in range(nx):
-                    hn[i] += c * vrow[i + k]
-                    hd[i] += c * wrow[i + k]
-        for j in range(j0, j1):
-            jj = j - j0
-            num[:] = 0.0
-            den[:] = 0.0
-            for k in range(nk):
-                c = k1[k]
-                hn = hnum[jj + k]
-                hd = hden[jj + k]
-                for i in range(nx):
-                    num[i] += c * hn[i]
-                    den[i] += c * hd[i]
-            for i in range(nx):
-                out[j, i] = num[i] / den[i] if den[i] > 1e-3 else 0.0
-
-
-@numba.njit(cache=True, fastmath=False)
-def _find_root(parent, a):  # pragma: no cover - compiled
-    while parent[a] != a:
-        parent[a] = parent[parent[a]]
-        a = parent[a]
-    return a
-
-
-@numba.njit(cache=True, fastmath=False)
-def _label_kernel(det, thr, thr_image, mask, has_mask, npixels, out):  # pragma: no cover
-    """8-connected components of ``det > thr`` (not masked) with ≥ ``npixels`` pixels.
-
-    Two raster passes with union-find; the kept components are numbered 1, 2, … in
-    the order of their first pixel in the raster scan (as ``scipy.ndimage.label``
-    followed by photutils' relabelling). Returns the number of components.
-    """
-    ny, nx = det.shape
-    nabove = 0
-    for j in range(ny):
-        for i in range(nx):
-            t = thr[j, i] if thr_image else thr[0, 0]
-            if det[j, i] > t and not (has_mask and mask[j, i]):
-                out[j, i] = -1
-                nabove += 1
-    if nabove == 0:
-        return 0
-    parent = np.empty(nabove + 1, np.int32)
-    n = 0
-    for j in range(ny):
-        for i in range(nx):
-            if out[j, i] == 0:
-                continue
-            lab = 0
-            for q in range(4):  # already visited neighbours: W, NW, N, NE
-                jj = j if q == 0 else j - 1
-                ii = i - 1 if q < 2 else (i if q == 2 else i + 1)
-                if jj < 0 or ii < 0 or ii >= nx:
-                    continue
-                other = out[jj, ii]
-                if other <= 0:
-                    continue
-                if lab == 0:
-                    lab = other
-                else:
-                    ra, rb = _find_root(parent, lab), _find_root(parent, other)
-                    if ra != rb:
-                        parent[max(ra, rb)] = min(ra, rb)
-            if lab == 0:
-                n += 1
-                parent[n] = n
-                lab = n
-            out[j, i] = lab
-    size = np.zeros(n + 1, np.int64)
-    for j in range(ny):
-        for i in range(nx):
-            if out[j, i] != 0:
-                root = _find_root(parent, out[j, i])
-                out[j, i] = root
-                size[root] += 1
-    final = np.full(n + 1, -1, np.int32)
-    nkept = 0
-    for j in range(ny):
-        for i in range(nx):
-            root = out[j, i]
-            if root == 0:
-                continue
-            if final[root] < 0:
-                if size[root] >= npixels:
-                    nkept += 1
-                    final[root] = nkept
-                else:
-                    final[root] = 0
-            out[j, i] = final[root]
-    return nkept

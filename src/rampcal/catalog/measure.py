@@ -19,21 +19,28 @@ moment ``sqrt(Σ σ_i² (x_i − x̄)²) / Σ d_i`` over the segment, which igno
 smoothing and the noise of the segment footprint (≈ 30 % too small at S/N 20-100).
 Sky-coordinate errors are ``sqrt((σ_x² + σ_y²)/2) × pixel_scale``. ``kron_radius`` is
 photutils' unscaled Kron radius times ``sqrt(a b)`` (a pixel length) in arcsec.
+
+Implementation: every source is measured in one compiled pass over its bounding box
+(:mod:`rampcal.catalog._measure_kernels`, sources shared by a few threads) that follows photutils'
+``SourceCatalog``, ``ApertureStats`` and ``DAOStarFinder`` operation by operation, so the
+columns equal photutils' (tests/catalog/test_measure.py compares them); photutils is
+not imported unless an EPSF model is fitted.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
-import warnings
 from collections.abc import Sequence
 from typing import NamedTuple
 
-import numba
 import numpy as np
 
-from rampcal.catalog.detection import _first_above, _first_at_least
-from rampcal.catalog.psf import PSFFit, fit_psf
+from rampcal.catalog import _aperture_kernels as _ak
+from rampcal.catalog import _measure_kernels as _k
+from rampcal.catalog.detection import GAUSSIAN_FWHM_TO_SIGMA, _thread_count
+from rampcal.catalog.psf import PSFFit, fit_gaussian_psf, fit_psf
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +56,9 @@ EE_APERTURE_FRACTIONS = (0.3, 0.5, 0.7)
 WARN_BAD_CENTROID = 1
 #: ``is_extended`` threshold on the aperture-flux ratio relative to a point source.
 EXTENDED_RATIO = 1.2
+#: photutils ``SourceCatalog`` Kron parameters: scale, minimum unscaled radius, minimum
+#: circular radius (pixels).
+_KRON_PARAMS = (2.5, 1.4, 0.0)
 
 __all__ = [
     "AB_ZEROPOINT_NJY",
@@ -213,6 +223,7 @@ def measure_sources(
     apcorr: ApertureCorrection | None = None,
     psf_model=None,
     psf_fit_shape: tuple[int, int] = (5, 5),
+    inplace: bool = False,
 ):
     """Measure every segment of ``segm`` and return the source catalog.
 
@@ -220,8 +231,9 @@ def measure_sources(
     ----------
     data : ndarray (ny, nx)
         Background-subtracted image (image units, e.g. DN/s).
-    segm : photutils SegmentationImage
-        Source segments (labels > 0).
+    segm : Segmentation or photutils SegmentationImage
+        Source segments: ``segm.data`` (ny, nx) integer labels (0 = background) and
+        ``segm.labels``, the labels to measure (increasing).
     error : ndarray (ny, nx)
         1-sigma total error (image units).
     mask : ndarray (ny, nx), bool
@@ -242,10 +254,16 @@ def measure_sources(
         Encircled-energy curve for ``is_extended`` and the ``aper_ee*``/``aper_total``
         columns; without it those columns are left out and ``is_extended`` uses a
         Gaussian of the PSF FWHM of 2 pixels.
-    psf_model : photutils PSF model, optional
+    psf_model : float or photutils PSF model, optional
         When given, the PSF is fitted at every centroid (:func:`~rampcal.catalog.psf.fit_psf`,
         box ``psf_fit_shape``, neighbours closer than 5 pixels fitted together) and the
-        ``*_psf``, ``psf_flux``, ``psf_flags`` and ``psf_gof`` columns are added.
+        ``*_psf``, ``psf_flux``, ``psf_flags`` and ``psf_gof`` columns are added. A
+        number is the FWHM (pixels) of a pixel-integrated circular Gaussian
+        (:func:`~rampcal.catalog.psf.fit_gaussian_psf`, no photutils needed).
+    inplace : bool
+        Multiply ``data`` and ``error`` (float32, C-contiguous, writeable) by
+        ``flux_scale`` in place instead of working on scaled copies (saves two image
+        copies; the caller's arrays are then in nJy per pixel).
 
     Returns
     -------
@@ -254,67 +272,57 @@ def measure_sources(
 
     Notes
     -----
-    photutils ``SourceCatalog`` gives the isophotal and Kron quantities; the circular
-    apertures, annulus background, half-light radius, windowed centroid, centroid errors
-    and PSF fits run in compiled kernels over all sources (same values as photutils'
-    ``circular_photometry``, ``ApertureStats``, ``flux_radius``, ``centroid_win`` to
-    rounding; ``tests/catalog/test_measure.py`` compares them), and DAOFIND runs on a
-    mosaic of small tiles instead of the whole image.
+    Every source is measured in one compiled pass over its bounding box
+    (:mod:`rampcal.catalog._measure_kernels`), with photutils' definitions:
+    ``SourceCatalog`` centroids, moments, shapes, segment and Kron photometry
+    (``kron_params=(2.5, 1.4, 0.0)``, ``aperture_mask_method='mask'``), ``circular_photometry``,
+    ``flux_radius(0.5)``, ``centroid_win``, ``ApertureStats`` on the background annulus and
+    ``DAOStarFinder`` (``threshold=0``, ``xycoords`` at the rounded centroids, masked
+    pixels set to 0). ``tests/catalog/test_measure.py`` compares them with photutils.
     """
-    from photutils.segmentation import SourceCatalog
-
     scale = float(flux_scale)
     if not (scale > 0 and math.isfinite(scale)):
         raise ValueError(f"flux_scale must be a positive number, got {flux_scale}")
-    sci = np.asarray(data, dtype=np.float32) * np.float32(scale)
-    err = np.asarray(error, dtype=np.float32) * np.float32(scale)
-    mask = np.asarray(mask, dtype=bool)
     ee_fracs = _ee_fractions(apcorr)
     columns = catalog_columns(psf=psf_model is not None, ee_fractions=ee_fracs)
     n = 0 if segm is None else int(segm.n_labels)
     if n == 0:
         return _make_table({}, 0, columns)
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        cat = SourceCatalog(
-            sci,
-            segm,
-            # only scale-free quantities (centroids, shapes, Kron radius) come from the
-            # smoothed image: it needs no conversion to nJy
-            convolved_data=np.asarray(detection, dtype=np.float32),
-            error=err,
-            mask=mask,
-            aperture_mask_method="mask",
-            progress_bar=False,
-        )
-        segm_data = np.ascontiguousarray(segm.data)
-        values = _shape_and_flux(cat, sci, mask, segm_data, pixel_scale)
-        values.update(_apertures(cat, sci, err, mask, segm_data, pixel_scale, apcorr, ee_fracs))
+    sci = _scaled(data, scale, "data", inplace)
+    err = _scaled(error, scale, "error", inplace, sci.shape)
+    mask = _native2d(mask, bool, "mask", sci.shape)
+    det = _native2d(detection, np.float32, "detection", sci.shape)
+    seg = _native2d(segm.data, None, "segmentation", sci.shape)
+    if seg.dtype.kind not in "iu":
+        raise ValueError(f"segmentation labels must be integers, got {seg.dtype}")
+    labels = np.asarray(segm.labels, dtype=np.int64)
+    radii, names = _aperture_radii(pixel_scale, apcorr, ee_fracs)
+    annulus = tuple(r / float(pixel_scale) for r in BACKGROUND_ANNULUS_ARCSEC)
+    props, flux, ferr, boxes, count = _measure_all(
+        sci, err, mask, det, seg, labels, radii, annulus, kernel_fwhm, _known_boxes(segm)
+    )
+    values = _source_values(props, boxes, count, pixel_scale)
+    values.update(_aperture_values(props, flux, ferr, names, pixel_scale, apcorr, ee_fracs))
     x, y = values["x_centroid"], values["y_centroid"]
-    sigx, sigy = _centroid_errors(sci, err, mask, np.asarray(segm.data), cat.labels, x, y)
-    for stem in ("centroid", "centroid_win"):
-        values[f"x_{stem}_err"] = sigx
-        values[f"y_{stem}_err"] = sigy
-    values.update(_daofind_stats(sci, mask, x, y, kernel_fwhm))
-    values.update(_neighbours(cat.labels, x, y, pixel_scale))
+    values.update(_daofind_values(props, x, y, sci.shape, kernel_fwhm))
+    values.update(_neighbours(labels, x, y, pixel_scale))
     values["is_extended"] = _is_extended(values, pixel_scale, apcorr)
-    values["label"] = np.asarray(cat.labels)
+    values["label"] = labels
     values["flagged_spatial_id"] = np.zeros(n, dtype=np.int64)
     values["warning_flags"] = _warning_flags(x, y, mask)
     values["image_flags"] = np.zeros(n, dtype=np.int32)
     values["dust_ebv"] = np.full(n, np.nan)
     if psf_model is not None:
-        fit = fit_psf(
-            sci,
-            x,
-            y,
-            psf_model=psf_model,
-            flux=values["segment_flux"],
-            error=err,
-            mask=mask,
-            fit_shape=psf_fit_shape,
-        )
+        options = {
+            "flux": values["segment_flux"],
+            "error": err,
+            "mask": mask,
+            "fit_shape": psf_fit_shape,
+        }
+        if isinstance(psf_model, (int, float, np.floating, np.integer)):
+            fit = fit_gaussian_psf(sci, x, y, fwhm=float(psf_model), **options)
+        else:
+            fit = fit_psf(sci, x, y, psf_model=psf_model, **options)
         values.update(_psf_values(fit))
     values.update(sky_columns(values, wcs, pixel_scale))
     return _make_table(values, n, columns)
@@ -456,7 +464,9 @@ def circular_aperture_sums(
         lab = np.zeros(x.size, np.int64)
     flux = np.full((x.size, radii.size), np.nan)
     ferr = np.full((x.size, radii.size), np.nan)
-    _circular_kernel(data, err, bad, seg, has_err, has_mask, has_segm, lab, x, y, radii, flux, ferr)
+    _ak.circular_kernel(
+        data, err, bad, seg, has_err, has_mask, has_segm, lab, x, y, radii, flux, ferr
+    )
     return flux, ferr
 
 
@@ -506,7 +516,7 @@ def annulus_statistics(
     has_mask = mask is not None
     bad = _native2d(mask, bool, "mask", data.shape) if has_mask else np.zeros((1, 1), bool)
     out = np.full((x.size, 3), np.nan)
-    _annulus_kernel(
+    _ak.annulus_kernel(
         data, bad, has_mask, x, y, float(r_in), float(r_out), float(sigma), int(maxiters), out
     )
     return out[:, 0], out[:, 1], out[:, 2]
@@ -537,66 +547,153 @@ def _make_table(values: dict, n: int, columns: list[tuple[str, str, str]]):
     return table
 
 
-def _qvalue(quantity) -> np.ndarray:
-    return np.asarray(getattr(quantity, "value", quantity), dtype=np.float64)
+def _scaled(a, scale: float, name: str, inplace: bool, shape=None) -> np.ndarray:
+    """``a × scale`` in float32 (the same rounding as ``np.float32`` array arithmetic)."""
+    s32 = np.float32(scale)
+    if not inplace:
+        out = _native2d(a, np.float32, name, shape) * s32
+        return out
+    arr = a
+    if not (
+        isinstance(arr, np.ndarray)
+        and arr.dtype == np.float32
+        and arr.dtype.isnative
+        and arr.flags.c_contiguous
+        and arr.flags.writeable
+    ):
+        raise ValueError(f"{name} must be a writeable C-contiguous float32 array with inplace=True")
+    if arr.ndim != 2 or (shape is not None and arr.shape != tuple(shape)):
+        raise ValueError(f"{name} has shape {arr.shape}, expected 2-D {shape or ''}")
+    np.multiply(arr, s32, out=arr)
+    return arr
 
 
-def _shape_and_flux(cat, sci, mask, segm, pixel_scale: float) -> dict[str, np.ndarray]:
-    """Shape, Kron and isophotal columns from a photutils ``SourceCatalog``.
+def _aperture_radii(pixel_scale, apcorr, ee_fracs) -> tuple[np.ndarray, list[str]]:
+    """Radii (pixels) and column names of the circular apertures."""
+    names: list[str] = []
+    radii: list[float] = []
+    for r in APERTURE_RADII_ARCSEC:
+        names.append(f"aper{round(r * 10):02d}_flux")
+        radii.append(r / float(pixel_scale))
+    for f in ee_fracs:
+        i = int(np.argmin(np.abs(apcorr.ee_fractions - f)))
+        names.append(f"aper_ee{round(f * 100):02d}_flux")
+        radii.append(float(apcorr.ee_radii[i]))
+    return np.asarray(radii, dtype=np.float64), names
 
-    The half-light radius and the windowed centroid come from
-    :func:`_half_light_radius` and :func:`_windowed_centroid` (photutils'
-    ``flux_radius(0.5)`` and ``centroid_win`` algorithms, compiled).
+
+def _known_boxes(segm):
+    """(boxes, areas) a :class:`~rampcal.catalog.detection.Segmentation` carries, or None."""
+    boxes = getattr(segm, "boxes", None)
+    areas = getattr(segm, "areas", None)
+    if boxes is None or areas is None:
+        return None
+    return np.ascontiguousarray(boxes, dtype=np.int64), np.asarray(areas, dtype=np.int64)
+
+
+def _measure_all(sci, err, mask, det, seg, labels, radii, annulus, kernel_fwhm, known=None):
+    """Run the compiled measurement of every label.
+
+    Returns ``props`` (n, N_COLUMNS) float64 (columns ``_measure_kernels.C_*``), the
+    circular-aperture fluxes and errors (n, m), the bounding boxes (n, 4) int64
+    ([ymin, ymax), [xmin, xmax)) and the pixel counts (n,) of the segments.
     """
+    n = labels.size
+    if known is not None:
+        boxes, count = known
+    else:
+        boxes, count = _segment_boxes(seg, labels)
+    if np.any(count == 0):
+        raise ValueError("every label of segm.labels must have pixels in segm.data")
+    ints, _, weights, kmask, vec, wts, scal = _dao_kernel(float(kernel_fwhm))
+    props = np.full((n, _k.N_COLUMNS), np.nan)
+    flux = np.full((n, radii.size), np.nan)
+    ferr = np.full((n, radii.size), np.nan)
+    params = np.array([*_KRON_PARAMS, annulus[0], annulus[1], 3.0, 5.0])
+
+    def run(rows):
+        _k.measure_kernel(
+            sci, err, mask, det, seg, labels, boxes, radii, params, ints, weights, kmask,
+            vec, wts, scal, rows, props, flux, ferr,
+        )  # fmt: skip
+
+    # sources in interleaved chunks over a few threads (the kernel releases the GIL)
+    workers = max(1, min(_thread_count(), n // 64))
+    if workers == 1:
+        run(np.arange(n))
+    else:
+        from concurrent.futures import ThreadPoolExecutor
+
+        chunks = np.array_split(np.arange(n), 8 * workers)
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            list(pool.map(run, chunks))
+    return props, flux, ferr, boxes, count
+
+
+def _segment_boxes(seg, labels):
+    """Bounding boxes (n, 4) and pixel counts (n,) of the labels, by one scan of ``seg``."""
+    n = labels.size
+    ny, nx = seg.shape
+    top = int(labels.max(initial=0))
+    if n and int(labels.min()) <= 0:
+        raise ValueError("segmentation labels to measure must be > 0")
+    if top > 64 * (seg.size + 1):
+        raise ValueError(f"segmentation label {top} is too large (relabel the map)")
+    lut = np.full(top + 1, -1, dtype=np.int64)
+    lut[labels] = np.arange(n)
+    boxes = np.empty((n, 4), dtype=np.int64)
+    boxes[:] = (ny, 0, nx, 0)
+    count = np.zeros(n, dtype=np.int64)
+    _k.segment_boxes(seg, lut, boxes, count)
+    return boxes, count
+
+
+def _source_values(props, boxes, count, pixel_scale: float) -> dict[str, np.ndarray]:
+    """Centroid, shape, Kron and isophotal columns from the kernel's output."""
     ps = float(pixel_scale)
-    a = _qvalue(cat.semimajor_axis)
-    b = _qvalue(cat.semiminor_axis)
-    kron_flux = _qvalue(cat.kron_flux)
-    kron_err = _qvalue(cat.kron_flux_err)
-    x = _qvalue(cat.x_centroid)
-    y = _qvalue(cat.y_centroid)
-    labels = np.asarray(cat.labels, dtype=np.int64)
-    # photutils' upper bracket of flux_radius: the circular Kron radius
-    kron_params = tuple(cat.kron_params)
-    max_radius = a * _qvalue(cat.kron_radius) * kron_params[0]
-    max_radius[max_radius == 0] = kron_params[2] if len(kron_params) > 2 else 0.0
-    fluxfrac = _half_light_radius(sci, mask, segm, labels, x, y, kron_flux, max_radius)
-    xw, yw = _windowed_centroid(
-        sci,
-        mask,
-        segm,
-        labels,
-        x,
-        y,
-        fluxfrac,
-        (_qvalue(cat.ellipse_cxx), _qvalue(cat.ellipse_cxy), _qvalue(cat.ellipse_cyy)),
-    )
+    k = _k
+    x, y = props[:, k.C_X], props[:, k.C_Y]
+    a, b = props[:, k.C_SEMIMAJOR], props[:, k.C_SEMIMINOR]
+    kron_radius = props[:, k.C_KRON_RADIUS]
+    kron_flux, kron_err = props[:, k.C_KRON_FLUX], props[:, k.C_KRON_ERR]
+    # photutils sums the squared errors in float32, in float64 once a source is fully masked
+    use64 = bool(np.any(props[:, k.C_ALL_MASKED] != 0))
+    seg_flux = props[:, k.C_FLUX]
+    seg_err = props[:, k.C_ERR64 if use64 else k.C_ERR32]
+    xw, yw = _windowed_fallback(props)
     with np.errstate(divide="ignore", invalid="ignore"):
         abmag = np.where(kron_flux > 0, -2.5 * np.log10(kron_flux) + AB_ZEROPOINT_NJY, np.nan)
         abmag_err = np.where(kron_flux > 0, 2.5 / np.log(10.0) * kron_err / kron_flux, np.nan)
+        sum_d = props[:, k.C_SUM_D]
+        sigx = np.where(sum_d > 0, np.sqrt(props[:, k.C_VAR_X]) / np.abs(sum_d), np.nan)
+        sigy = np.where(sum_d > 0, np.sqrt(props[:, k.C_VAR_Y]) / np.abs(sum_d), np.nan)
     return {
         "x_centroid": x,
         "y_centroid": y,
-        "x_centroid_win": np.where(np.isfinite(xw), xw, x),
-        "y_centroid_win": np.where(np.isfinite(yw), yw, y),
-        "bbox_xmin": np.asarray(cat.bbox_xmin),
-        "bbox_xmax": np.asarray(cat.bbox_xmax),
-        "bbox_ymin": np.asarray(cat.bbox_ymin),
-        "bbox_ymax": np.asarray(cat.bbox_ymax),
-        "segment_area": _qvalue(cat.segment_area) * ps**2,
+        "x_centroid_err": sigx,
+        "y_centroid_err": sigy,
+        "x_centroid_win": xw,
+        "y_centroid_win": yw,
+        "x_centroid_win_err": sigx,
+        "y_centroid_win_err": sigy,
+        "bbox_xmin": boxes[:, 2],
+        "bbox_xmax": boxes[:, 3] - 1,
+        "bbox_ymin": boxes[:, 0],
+        "bbox_ymax": boxes[:, 1] - 1,
+        "segment_area": count.astype(np.float64) * ps**2,
         "semimajor": a * ps,
         "semiminor": b * ps,
-        "fwhm": _qvalue(cat.fwhm) * ps,
-        "ellipticity": _qvalue(cat.ellipticity),
-        "orientation_pix": np.mod(_qvalue(cat.orientation) + 90.0, 180.0) - 90.0,
-        "cxx": _qvalue(cat.ellipse_cxx) / ps**2,
-        "cxy": _qvalue(cat.ellipse_cxy) / ps**2,
-        "cyy": _qvalue(cat.ellipse_cyy) / ps**2,
+        "fwhm": props[:, k.C_FWHM] * ps,
+        "ellipticity": props[:, k.C_ELLIPTICITY],
+        "orientation_pix": np.mod(props[:, k.C_ORIENT] + 90.0, 180.0) - 90.0,
+        "cxx": props[:, k.C_CXX] / ps**2,
+        "cxy": props[:, k.C_CXY] / ps**2,
+        "cyy": props[:, k.C_CYY] / ps**2,
         # photutils' Kron radius is in units of the moment ellipse; sqrt(a b) makes it pixels
-        "kron_radius": _qvalue(cat.kron_radius) * np.sqrt(a * b) * ps,
-        "fluxfrac_radius_50": fluxfrac * ps,
-        "segment_flux": _qvalue(cat.segment_flux),
-        "segment_flux_err": _qvalue(cat.segment_flux_err),
+        "kron_radius": kron_radius * np.sqrt(a * b) * ps,
+        "fluxfrac_radius_50": props[:, k.C_RHL] * ps,
+        "segment_flux": seg_flux,
+        "segment_flux_err": seg_err,
         "kron_flux": kron_flux,
         "kron_flux_err": kron_err,
         "kron_abmag": abmag,
@@ -604,92 +701,31 @@ def _shape_and_flux(cat, sci, mask, segm, pixel_scale: float) -> dict[str, np.nd
     }
 
 
-def _half_light_radius(sci, mask, segm, labels, x, y, kron_flux, max_radius) -> np.ndarray:
-    """Radius (pixels) of the circle holding half the Kron flux: photutils ``flux_radius``.
+def _windowed_fallback(props):
+    """photutils ``centroid_win`` fallbacks to the isophotal centroid.
 
-    Circular exact-overlap sums of the unmasked pixels of the source (others' segments
-    excluded); Brent's root (scipy ``brentq`` algorithm and tolerances) of
-    ``1 − F(r)/(F_kron/2)`` on ``[0.1, r_max]``, ``r_max`` lowered by 10 % steps while
-    the bracket has no sign change; NaN without a root or a usable Kron flux.
+    A windowed centroid outside the 1-sigma moment ellipse (``cxx dx² + cxy dx dy +
+    cyy dy² > 1``) or not finite (while the half-light radius is) is replaced by the
+    isophotal one; the catalog also fills the remaining NaN with it.
     """
-    out = np.full(len(labels), np.nan)
-    _flux_radius_kernel(
-        _native2d(sci, np.float32, "data"),
-        _native2d(mask, bool, "mask", sci.shape),
-        _native2d(segm, None, "segmentation", sci.shape),
-        np.ascontiguousarray(labels, dtype=np.int64),
-        np.ascontiguousarray(x, dtype=np.float64),
-        np.ascontiguousarray(y, dtype=np.float64),
-        np.ascontiguousarray(kron_flux, dtype=np.float64),
-        np.ascontiguousarray(max_radius, dtype=np.float64),
-        0.5,
-        out,
-    )
-    return out
-
-
-def _windowed_centroid(sci, mask, segm, labels, x, y, radius_hl, ellipse):
-    """photutils ``centroid_win`` (SourceExtractor XWIN/YWIN) from the half-light radii.
-
-    Gaussian-weighted (σ = r_hl·2/2.35, r_hl ≥ 0.5) first moments within 4σ, at most 16
-    iterations of ``x += 2 dx`` until the shift is below 1e-4 pixel; a result outside the
-    1-sigma moment ellipse (``cxx dx² + cxy dx dy + cyy dy² > 1``) or not finite falls
-    back to the isophotal centroid; NaN where the half-light radius is not finite.
-    """
-    n = len(labels)
-    xw = np.full(n, np.nan)
-    yw = np.full(n, np.nan)
-    rhl = np.asarray(radius_hl, dtype=np.float64).copy()
-    nan_hl = ~np.isfinite(rhl)
-    rhl[np.isfinite(rhl) & (rhl < 0.5)] = 0.5
-    _centroid_win_kernel(
-        _native2d(sci, np.float32, "data"),
-        _native2d(mask, bool, "mask", sci.shape),
-        _native2d(segm, None, "segmentation", sci.shape),
-        np.ascontiguousarray(labels, dtype=np.int64),
-        np.ascontiguousarray(x, dtype=np.float64),
-        np.ascontiguousarray(y, dtype=np.float64),
-        rhl,
-        xw,
-        yw,
-    )
-    cxx, cxy, cyy = ellipse
+    k = _k
+    x, y = props[:, k.C_X], props[:, k.C_Y]
+    xw, yw = props[:, k.C_XWIN].copy(), props[:, k.C_YWIN].copy()
+    nan_hl = ~np.isfinite(props[:, k.C_RHL])
     dx = x - xw
     dy = y - yw
+    cxx, cxy, cyy = props[:, k.C_CXX], props[:, k.C_CXY], props[:, k.C_CYY]
     with np.errstate(invalid="ignore"):
         reset = (cxx * dx**2 + cxy * dx * dy + cyy * dy**2) > 1
     reset |= (np.isnan(xw) | np.isnan(yw)) & ~nan_hl
     xw[reset] = x[reset]
     yw[reset] = y[reset]
-    return xw, yw
+    return np.where(np.isfinite(xw), xw, x), np.where(np.isfinite(yw), yw, y)
 
 
-def _apertures(cat, sci, err, mask, segm, pixel_scale, apcorr, ee_fracs) -> dict[str, np.ndarray]:
-    """Circular-aperture fluxes and the annulus background at the centroids.
-
-    Same values as photutils ``SourceCatalog.circular_photometry`` (exact pixel
-    overlap, ``aperture_mask_method='mask'``: pixels of other segments, masked and
-    non-finite pixels excluded; error ``sqrt(Σ w σ²)``) and ``ApertureStats`` on a
-    ``CircularAnnulus`` with ``SigmaClip(sigma=3)`` (median and std of the pixels whose
-    centre is in the annulus; area = exact-overlap weights of the unclipped pixels),
-    computed by compiled kernels over all sources at once.
-    """
+def _aperture_values(props, flux, ferr, names, pixel_scale, apcorr, ee_fracs):
+    """Circular-aperture fluxes, total flux and the annulus background columns."""
     ps = float(pixel_scale)
-    x = _qvalue(cat.x_centroid)
-    y = _qvalue(cat.y_centroid)
-    labels = np.asarray(cat.labels, dtype=np.int64)
-    names: list[str] = []
-    radii: list[float] = []
-    for r in APERTURE_RADII_ARCSEC:
-        names.append(f"aper{round(r * 10):02d}_flux")
-        radii.append(r / ps)
-    for f in ee_fracs:
-        i = int(np.argmin(np.abs(apcorr.ee_fractions - f)))
-        names.append(f"aper_ee{round(f * 100):02d}_flux")
-        radii.append(float(apcorr.ee_radii[i]))
-    flux, ferr = circular_aperture_sums(
-        sci, x, y, np.asarray(radii), error=err, mask=mask, segmentation=segm, labels=labels
-    )
     out: dict[str, np.ndarray] = {}
     for k, name in enumerate(names):
         out[name], out[f"{name}_err"] = flux[:, k], ferr[:, k]
@@ -700,139 +736,121 @@ def _apertures(cat, sci, err, mask, segm, pixel_scale, apcorr, ee_fracs) -> dict
         out["aper_total_flux"] = out[last] * corr
         out["aper_total_flux_err"] = out[f"{last}_err"] * corr
     # local background: sigma-clipped median per pixel in an annulus (reported, not subtracted)
-    rin, rout = (r / ps for r in BACKGROUND_ANNULUS_ARCSEC)
-    median, std, npix = annulus_statistics(sci, x, y, rin, rout, mask=mask)
+    median = props[:, _k.C_BKG_MEDIAN]
+    std = props[:, _k.C_BKG_STD]
+    npix = props[:, _k.C_BKG_AREA]
     with np.errstate(divide="ignore", invalid="ignore"):
         out["aper_bkg_flux"] = median / ps**2
         out["aper_bkg_flux_err"] = np.sqrt(np.pi / (2.0 * npix)) * std / ps**2
     return out
 
 
-def _centroid_errors(sci, err, mask, labels_map, labels, x, y):
-    """1-sigma errors of first-moment centroids: sqrt(Σ σ_i² (x_i − x̄)²) / |Σ d_i|."""
-    labels = np.asarray(labels, dtype=np.int64)
-    n = labels.size
-    lut = np.full(max(int(labels_map.max()), int(labels.max(initial=0))) + 1, -1, dtype=np.int64)
-    lut[labels] = np.arange(n)
-    sums = np.zeros((n, 3))
-    _centroid_error_sums(
-        _native2d(sci, np.float32, "data"),
-        _native2d(err, np.float32, "error", sci.shape),
-        _native2d(mask, bool, "mask", sci.shape),
-        _native2d(labels_map, None, "segmentation", sci.shape),
-        lut,
-        np.ascontiguousarray(x, dtype=np.float64),
-        np.ascontiguousarray(y, dtype=np.float64),
-        sums,
-    )
-    total = sums[:, 0]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        sigx = np.where(total > 0, np.sqrt(sums[:, 1]) / np.abs(total), np.nan)
-        sigy = np.where(total > 0, np.sqrt(sums[:, 2]) / np.abs(total), np.nan)
-    return sigx, sigy
+def _daofind_values(props, x, y, shape, kernel_fwhm) -> dict[str, np.ndarray]:
+    """DAOFIND ``sharpness`` and ``roundness1``, matched to the sources as before.
 
-
-def _daofind_stats(sci, mask, x, y, kernel_fwhm) -> dict[str, np.ndarray]:
-    """DAOFIND ``sharpness`` and ``roundness1`` at the (rounded) centroids.
-
-    photutils ``DAOStarFinder`` with ``xycoords`` convolves the whole image but only
-    reads the kernel-sized neighbourhood of each position. It runs here on a mosaic of
-    tiles, one per source, holding the image (masked pixels set to 0) within two kernel
-    radii of its position: every value DAOFIND reads is the same as on the full image,
-    at a fraction of the cost. Sources within a kernel radius of the image edge (whose
-    cutouts DAOFIND pads with zeros) run one by one on a crop that keeps the edge.
+    DAOFIND's centroid of each source (from the rounded centroid, marginal fits) is
+    matched to the nearest isophotal centroid within 1.5 pixels; sources not within a
+    kernel radius of the edge come first, as in the tiled run this replaces.
     """
-    from photutils.detection import DAOStarFinder
     from scipy.spatial import cKDTree
 
+    k = _k
     n = len(x)
     sharp = np.full(n, np.nan)
     round1 = np.full(n, np.nan)
     ok = np.flatnonzero(np.isfinite(x) & np.isfinite(y))
     if ok.size == 0:
         return {"sharpness": sharp, "roundness1": round1}
-    ny, nx = sci.shape
+    ny, nx = shape
+    ry, rx = _dao_kernel(float(kernel_fwhm))[1]
     ix = np.rint(x[ok]).astype(np.int64)
     iy = np.rint(y[ok]).astype(np.int64)
-    options = {
-        "threshold": 0.0,
-        "fwhm": float(kernel_fwhm),
-        "exclude_border": False,
-        "sharpness_range": None,
-        "roundness_range": None,
-    }
-    probe = DAOStarFinder(xycoords=np.zeros((1, 2), dtype=np.int64), **options)
-    ry, rx = (k // 2 for k in probe.kernel.shape)
-    hy, hx = 2 * ry, 2 * rx
     edge = (ix < rx) | (ix > nx - 1 - rx) | (iy < ry) | (iy > ny - 1 - ry)
-    found_x, found_y, found_sharp, found_round = [], [], [], []
-
-    def run(image, xy, shift):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            found = DAOStarFinder(xycoords=xy, **options)(image)
-        if found is None or len(found) == 0:
-            return None
-        fx = np.asarray(found["x_centroid"], dtype=np.float64)
-        fy = np.asarray(found["y_centroid"], dtype=np.float64)
-        sx, sy = shift(fx, fy)
-        found_x.append(fx + sx)
-        found_y.append(fy + sy)
-        found_sharp.append(np.asarray(found["sharpness"], dtype=np.float64))
-        found_round.append(np.asarray(found["roundness1"], dtype=np.float64))
-
-    inner = np.flatnonzero(~edge)
-    if inner.size:
-        mosaic, offsets, ncol = _tile_mosaic(sci, mask, ix[inner], iy[inner], hy, hx)
-
-        def from_tile(fx, fy):
-            # back to image coordinates through the tile each position falls in: DAOFIND
-            # limits the centroid shift to the cutout half-size (hy/2, hx/2), so a
-            # centroid never leaves its own tile
-            t = np.floor(fy / (2 * hy + 1)) * ncol + np.floor(fx / (2 * hx + 1))
-            t = np.clip(np.nan_to_num(t), 0, inner.size - 1).astype(np.int64)
-            return ix[inner][t] - hx - offsets[t, 0], iy[inner][t] - hy - offsets[t, 1]
-
-        run(mosaic, offsets + [hx, hy], from_tile)
-    for k in np.flatnonzero(edge):
-        y0, x0 = max(0, iy[k] - hy), max(0, ix[k] - hx)
-        y1, x1 = min(ny, iy[k] + hy + 1), min(nx, ix[k] + hx + 1)
-        crop = np.where(mask[y0:y1, x0:x1], np.float32(0.0), sci[y0:y1, x0:x1])
-        run(crop, np.array([[ix[k] - x0, iy[k] - y0]]), lambda fx, fy, a=x0, b=y0: (a, b))
-    if not found_x:
+    order = np.concatenate([ok[~edge], ok[edge]])
+    found = order[props[order, k.C_DAO_OK] != 0]
+    if found.size == 0:
         return {"sharpness": sharp, "roundness1": round1}
-    fx, fy = np.concatenate(found_x), np.concatenate(found_y)
+    fx, fy = props[found, k.C_DAO_X], props[found, k.C_DAO_Y]
     dist, idx = cKDTree(np.column_stack([x[ok], y[ok]])).query(np.column_stack([fx, fy]))
     rows = ok[idx]
     near = dist < 1.5
-    sharp[rows[near]] = np.concatenate(found_sharp)[near]
-    round1[rows[near]] = np.concatenate(found_round)[near]
+    sharp[rows[near]] = props[found, k.C_SHARP][near]
+    round1[rows[near]] = props[found, k.C_ROUND1][near]
     return {"sharpness": sharp, "roundness1": round1}
 
 
-def _tile_mosaic(sci, mask, ix, iy, hy, hx):
-    """Mosaic of (2hy+1, 2hx+1) tiles centred on (iy, ix); masked/off-image pixels 0.
+@functools.lru_cache(maxsize=8)
+def _dao_kernel(fwhm: float):
+    """photutils' DAOFIND kernel (``_StarFinderKernel``, ratio 1, θ 0, σ-radius 1.5).
 
-    Returns the float32 mosaic, the (x, y) offset of each tile's first pixel and the
-    number of tile columns.
+    Returns the arrays :func:`_measure_kernels.measure_kernel` takes: (int array
+    [n_pixels, footprint dy…, dx…], (ry, rx), flipped non-zero weights, kernel mask,
+    marginal vectors (2, 4, size), marginal 2-D weights (2, ky, kx), marginal scalars
+    (2, 7)), computed with the same numpy operations as photutils.
     """
-    n = ix.size
-    ty, tx = 2 * hy + 1, 2 * hx + 1
-    ncol = max(1, math.ceil(math.sqrt(n)))
-    nrow = math.ceil(n / ncol)
-    ny, nx = sci.shape
-    dy, dx = np.mgrid[-hy : hy + 1, -hx : hx + 1]
-    rr = iy[:, None, None] + dy
-    cc = ix[:, None, None] + dx
-    inside = (rr >= 0) & (rr < ny) & (cc >= 0) & (cc < nx)
-    rr, cc = np.clip(rr, 0, ny - 1), np.clip(cc, 0, nx - 1)
-    vals = np.where(inside & ~mask[rr, cc], sci[rr, cc], np.float32(0.0)).astype(np.float32)
-    tiles = np.zeros((nrow * ncol, ty, tx), dtype=np.float32)
-    tiles[:n] = vals
-    mosaic = tiles.reshape(nrow, ncol, ty, tx).transpose(0, 2, 1, 3).reshape(nrow * ty, ncol * tx)
-    k = np.arange(n)
-    offsets = np.column_stack([(k % ncol) * tx, (k // ncol) * ty]).astype(np.int64)
-    return np.ascontiguousarray(mosaic), offsets, ncol
+    x_sigma = fwhm * GAUSSIAN_FWHM_TO_SIGMA
+    y_sigma = x_sigma * 1.0
+    theta_radians = np.deg2rad(0.0 % 360.0)
+    cost = np.cos(theta_radians)
+    sint = np.sin(theta_radians)
+    x_sigma2 = x_sigma**2
+    y_sigma2 = y_sigma**2
+    a = (cost**2 / (2.0 * x_sigma2)) + (sint**2 / (2.0 * y_sigma2))
+    b = 0.5 * cost * sint * ((1.0 / x_sigma2) - (1.0 / y_sigma2))
+    c = (sint**2 / (2.0 * x_sigma2)) + (cost**2 / (2.0 * y_sigma2))
+    f = 1.5**2 / 2.0
+    denom = (a * c) - b**2
+    nx = 2 * int(max(2, math.sqrt(c * f / denom))) + 1
+    ny = 2 * int(max(2, math.sqrt(a * f / denom))) + 1
+    xc, yc = nx // 2, ny // 2
+    yy, xx = np.mgrid[0:ny, 0:nx]
+    circular_radius = np.sqrt((xx - xc) ** 2 + (yy - yc) ** 2)
+    elliptical_radius = a * (xx - xc) ** 2 + 2.0 * b * (xx - xc) * (yy - yc) + c * (yy - yc) ** 2
+    kmask = np.where((elliptical_radius <= f) | (circular_radius <= 2.0), 1, 0).astype(int)
+    n_pixels = kmask.sum()
+    unmasked = np.exp(-elliptical_radius)
+    gauss = unmasked * kmask
+    denom = (gauss**2).sum() - (gauss.sum() ** 2 / n_pixels)
+    kdata = ((gauss - (gauss.sum() / n_pixels)) / denom) * kmask
+    # scipy.ndimage.convolve: flipped weights, footprint |w| > DBL_EPSILON, row-major
+    flipped = kdata[::-1, ::-1]
+    fy, fx = np.nonzero(np.abs(flipped) > np.finfo(np.float64).eps)
+    ints = np.concatenate([[n_pixels], fy - ny // 2, fx - nx // 2]).astype(np.int64)
+    # marginal fits (photutils _marginal_weights / _marginal_kernel_sums)
+    ycen, xcen = (ny - 1) // 2, (nx - 1) // 2
+    wx = xcen - np.abs(np.arange(nx) - xcen) + 1
+    wy = ycen - np.abs(np.arange(ny) - ycen) + 1
+    xwt, ywt = np.meshgrid(wx, wy)
+    size = max(nx, ny)
+    vec = np.zeros((2, 4, size))
+    wts2 = np.zeros((2, ny, nx))
+    scal = np.zeros((2, 7))
+    for axis in (0, 1):
+        if axis == 0:
+            wt, wts, n1, center, sigma = np.transpose(ywt)[0], xwt, ny, ycen, y_sigma
+            dxx = np.arange(n1) - center
+        else:
+            wt, wts, n1, center, sigma = xwt[0], ywt, nx, xcen, x_sigma
+            dxx = center - np.arange(n1)
+        dx = center - np.arange(n1)
+        kern_sum_1d = np.sum(unmasked * wts, axis=1 - axis)
+        dkern_dx = kern_sum_1d * dx
+        scal[axis] = (
+            np.sum(wt),
+            np.sum(kern_sum_1d * wt),
+            np.sum(kern_sum_1d**2 * wt),
+            np.sum(dkern_dx * wt),
+            np.sum(dkern_dx**2 * wt),
+            np.sum(kern_sum_1d * dkern_dx * wt),
+            sigma**2,
+        )
+        vec[axis, 0, :n1] = wt
+        vec[axis, 1, :n1] = kern_sum_1d
+        vec[axis, 2, :n1] = dkern_dx
+        vec[axis, 3, :n1] = dxx
+        wts2[axis] = wts
+    weights = np.ascontiguousarray(flipped[fy, fx], dtype=np.float64)
+    return ints, (ny // 2, nx // 2), weights, kmask.astype(np.float64), vec, wts2, scal
 
 
 def _neighbours(labels, x, y, pixel_scale) -> dict[str, np.ndarray]:
@@ -918,423 +936,3 @@ def _native2d(a, dtype, name, shape=None) -> np.ndarray:
     if arr.ndim != 2 or (shape is not None and arr.shape != tuple(shape)):
         raise ValueError(f"{name} has shape {arr.shape}, expected 2-D {shape or ''}")
     return np.ascontiguousarray(arr)
-
-
-@numba.njit(cache=True, fastmath=False)
-def _g(x, h, r):  # pragma: no cover - compiled
-    """∫ (sqrt(r² − t²) − h) dt up to ``x`` (|x| ≤ r)."""
-    return (
-        0.5 * (math.sqrt(max(0.0, 1.0 - x * x / (r * r))) * x * r + r * r * math.asin(x / r))
-        - h * x
-    )
-
-
-@numba.njit(cache=True, fastmath=False)
-def _area_above(x0, x1, h, r):  # pragma: no cover - compiled
-    """Area of the disc (radius r, centre 0) above the line v = h ≥ 0, for x0 ≤ u ≤ x1."""
-    if h >= r:
-        return 0.0
-    s = math.sqrt(r * r - h * h)
-    a = max(-s, min(s, x0))
-    b = max(-s, min(s, x1))
-    return _g(b, h, r) - _g(a, h, r)
-
-
-@numba.njit(cache=True, fastmath=False)
-def _overlap(x0, x1, y0, y1, r):  # pragma: no cover - compiled
-    """Exact area of [x0, x1] × [y0, y1] inside the disc of radius r centred at 0."""
-    nx_ = 0.0 if x0 <= 0.0 <= x1 else min(abs(x0), abs(x1))
-    ny_ = 0.0 if y0 <= 0.0 <= y1 else min(abs(y0), abs(y1))
-    if nx_ * nx_ + ny_ * ny_ >= r * r:
-        return 0.0
-    fx = max(abs(x0), abs(x1))
-    fy = max(abs(y0), abs(y1))
-    if fx * fx + fy * fy <= r * r:
-        return (x1 - x0) * (y1 - y0)
-    if y1 <= 0.0:
-        y0, y1 = -y1, -y0
-    if y0 >= 0.0:
-        area = _area_above(x0, x1, y0, r) - _area_above(x0, x1, y1, r)
-    else:
-        area = 2.0 * _area_above(x0, x1, 0.0, r)
-        area -= _area_above(x0, x1, -y0, r) + _area_above(x0, x1, y1, r)
-    return max(area, 0.0)
-
-
-@numba.njit(cache=True, fastmath=False)
-def _circular_kernel(
-    data, err, mask, seg, has_err, has_mask, has_segm, labels, x, y, radii, flux, ferr
-):  # pragma: no cover - compiled
-    ny, nx = data.shape
-    nr = radii.size
-    rmax = radii.max()
-    for s in range(x.size):
-        xc, yc = x[s], y[s]
-        if not (math.isfinite(xc) and math.isfinite(yc)):
-            continue
-        fsum = np.zeros(nr)
-        vsum = np.zeros(nr)
-        count = np.zeros(nr, np.int64)
-        i0 = max(0, int(math.floor(xc - rmax + 0.5)))
-        i1 = min(nx, int(math.ceil(xc + rmax + 0.5)))
-        j0 = max(0, int(math.floor(yc - rmax + 0.5)))
-        j1 = min(ny, int(math.ceil(yc + rmax + 0.5)))
-        for j in range(j0, j1):
-            dy0 = j - 0.5 - yc
-            ny_ = 0.0 if dy0 <= 0.0 <= dy0 + 1.0 else min(abs(dy0), abs(dy0 + 1.0))
-            fy_ = max(abs(dy0), abs(dy0 + 1.0))
-            for i in range(i0, i1):
-                if has_mask and mask[j, i]:
-                    continue
-                v = np.float64(data[j, i])
-                if not math.isfinite(v):
-                    continue
-                if has_segm:
-                    other = seg[j, i]
-                    if other != 0 and other != labels[s]:
-                        continue
-                e2 = np.float64(err[j, i] * err[j, i]) if has_err else 0.0
-                dx0 = i - 0.5 - xc
-                nx_ = 0.0 if dx0 <= 0.0 <= dx0 + 1.0 else min(abs(dx0), abs(dx0 + 1.0))
-                fx_ = max(abs(dx0), abs(dx0 + 1.0))
-                near = nx_ * nx_ + ny_ * ny_
-                far = fx_ * fx_ + fy_ * fy_
-                for k in range(nr):
-                    r2 = radii[k] * radii[k]
-                    if near >= r2:
-                        continue
-                    w = 1.0 if far <= r2 else _overlap(dx0, dx0 + 1.0, dy0, dy0 + 1.0, radii[k])
-                    if w > 0.0:
-                        fsum[k] += w * v
-                        vsum[k] += w * e2
-                        count[k] += 1
-        for k in range(nr):
-            if count[k] > 0:
-                flux[s, k] = fsum[k]
-                if has_err:
-                    ferr[s, k] = math.sqrt(vsum[k])
-
-
-@numba.njit(cache=True, fastmath=False)
-def _sort_inplace(a):  # pragma: no cover - compiled
-    """Shell sort (Ciura gaps) of a short 1-D array: compiles far faster than np.sort."""
-    n = a.size
-    for gap in (701, 301, 132, 57, 23, 10, 4, 1):
-        if gap >= n:
-            continue
-        for i in range(gap, n):
-            t = a[i]
-            j = i
-            while j >= gap and a[j - gap] > t:
-                a[j] = a[j - gap]
-                j -= gap
-            a[j] = t
-
-
-@numba.njit(cache=True, fastmath=False)
-def _clip_sorted(v, sigma, maxiters):  # pragma: no cover - compiled
-    """astropy ``sigma_clip`` (median centre, std scatter) of sorted ``v``: kept [lo, hi)."""
-    lo, hi = 0, v.size
-    for _ in range(maxiters):
-        n = hi - lo
-        if n == 0:
-            break
-        mid = lo + n // 2
-        cen = v[mid] if n % 2 == 1 else 0.5 * (v[mid] + v[mid - 1])
-        mean = 0.0
-        for i in range(lo, hi):
-            mean += v[i]
-        mean /= n
-        var = 0.0
-        for i in range(lo, hi):
-            var += (v[i] - mean) ** 2
-        std = math.sqrt(var / n)
-        new_lo = _first_at_least(v, lo, hi, cen - sigma * std)
-        new_hi = _first_above(v, lo, hi, cen + sigma * std)
-        changed = (new_hi - new_lo) != n
-        lo, hi = new_lo, new_hi
-        if not changed:
-            break
-    return lo, hi
-
-
-@numba.njit(cache=True, fastmath=False)
-def _annulus_kernel(
-    data, mask, has_mask, x, y, r_in, r_out, sigma, maxiters, out
-):  # pragma: no cover - compiled
-    ny, nx = data.shape
-    for s in range(x.size):
-        xc, yc = x[s], y[s]
-        if not (math.isfinite(xc) and math.isfinite(yc)):
-            continue
-        i0 = max(0, int(math.floor(xc - r_out + 0.5)))
-        i1 = min(nx, int(math.ceil(xc + r_out + 0.5)))
-        j0 = max(0, int(math.floor(yc - r_out + 0.5)))
-        j1 = min(ny, int(math.ceil(yc + r_out + 0.5)))
-        # whole annulus on the image: the weights of all its pixels sum to its area
-        inside = xc - r_out > -0.5 and xc + r_out < nx - 0.5
-        inside = inside and yc - r_out > -0.5 and yc + r_out < ny - 0.5
-        total = math.pi * (r_out * r_out - r_in * r_in) if inside else 0.0
-        excluded = 0.0  # weight of the masked pixels of non-zero weight
-        size = max(0, (i1 - i0) * (j1 - j0))
-        far2 = (r_out + 0.75) ** 2
-        near2 = max(0.0, r_in - 0.75) ** 2
-        centre = np.empty(size)
-        values = np.empty(size)
-        pix_i = np.empty(size, np.int64)
-        pix_j = np.empty(size, np.int64)
-        nc = 0
-        ne = 0
-        for j in range(j0, j1):
-            dy0 = j - 0.5 - yc
-            ny_ = 0.0 if dy0 <= 0.0 <= dy0 + 1.0 else min(abs(dy0), abs(dy0 + 1.0))
-            fy_ = max(abs(dy0), abs(dy0 + 1.0))
-            for i in range(i0, i1):
-                d2 = (i - xc) ** 2 + (j - yc) ** 2
-                if d2 > far2 or d2 < near2:
-                    continue  # the whole pixel is outside the annulus
-                dx0 = i - 0.5 - xc
-                nx_ = 0.0 if dx0 <= 0.0 <= dx0 + 1.0 else min(abs(dx0), abs(dx0 + 1.0))
-                fx_ = max(abs(dx0), abs(dx0 + 1.0))
-                # non-zero exact weight: the pixel reaches into the outer disc and is not
-                # entirely inside the inner one
-                weighted = (nx_ * nx_ + ny_ * ny_ < r_out * r_out) and (
-                    fx_ * fx_ + fy_ * fy_ > r_in * r_in
-                )
-                in_centre = r_in * r_in <= d2 < r_out * r_out
-                if not (weighted or in_centre):
-                    continue
-                v = np.float64(data[j, i])
-                good = math.isfinite(v) and not (has_mask and mask[j, i])
-                if weighted and (not inside or not good):
-                    w = _overlap(dx0, dx0 + 1.0, dy0, dy0 + 1.0, r_out)
-                    if r_in > 0.0:
-                        w -= _overlap(dx0, dx0 + 1.0, dy0, dy0 + 1.0, r_in)
-                    if not inside:
-                        total += w
-                    if not good:
-                        excluded += w
-                if not good:
-                    continue
-                if in_centre:
-                    centre[nc] = v
-                    nc += 1
-                if weighted:
-                    values[ne] = v
-                    pix_i[ne] = i
-                    pix_j[ne] = j
-                    ne += 1
-        if nc == 0:
-            continue
-        c = centre[:nc]
-        _sort_inplace(c)
-        lo, hi = _clip_sorted(c, sigma, maxiters)
-        n = hi - lo
-        if n > 0:
-            mid = lo + n // 2
-            out[s, 0] = c[mid] if n % 2 == 1 else 0.5 * (c[mid] + c[mid - 1])
-            mean = 0.0
-            for i in range(lo, hi):
-                mean += c[i]
-            mean /= n
-            var = 0.0
-            for i in range(lo, hi):
-                var += (c[i] - mean) ** 2
-            out[s, 1] = math.sqrt(var / n)
-        e = values[:ne].copy()
-        _sort_inplace(e)
-        lo, hi = _clip_sorted(e, sigma, maxiters)
-        for q in range(ne):
-            if hi > lo and e[lo] <= values[q] <= e[hi - 1]:
-                continue  # kept by the clipping
-            dx0 = pix_i[q] - 0.5 - xc
-            dy0 = pix_j[q] - 0.5 - yc
-            w = _overlap(dx0, dx0 + 1.0, dy0, dy0 + 1.0, r_out)
-            if r_in > 0.0:
-                w -= _overlap(dx0, dx0 + 1.0, dy0, dy0 + 1.0, r_in)
-            excluded += w
-        out[s, 2] = total - excluded
-
-
-@numba.njit(cache=True, fastmath=False)
-def _circle_sum(clean, i0, j0, xc, yc, r):  # pragma: no cover - compiled
-    """Σ clean · (exact area of each pixel inside the circle (xc, yc, r))."""
-    h, w = clean.shape
-    r2 = r * r
-    total = 0.0
-    for jj in range(h):
-        dy0 = j0 + jj - 0.5 - yc
-        ny_ = 0.0 if dy0 <= 0.0 <= dy0 + 1.0 else min(abs(dy0), abs(dy0 + 1.0))
-        fy_ = max(abs(dy0), abs(dy0 + 1.0))
-        for ii in range(w):
-            v = clean[jj, ii]
-            if v == 0.0:
-                continue
-            dx0 = i0 + ii - 0.5 - xc
-            nx_ = 0.0 if dx0 <= 0.0 <= dx0 + 1.0 else min(abs(dx0), abs(dx0 + 1.0))
-            if nx_ * nx_ + ny_ * ny_ >= r2:
-                continue
-            fx_ = max(abs(dx0), abs(dx0 + 1.0))
-            if fx_ * fx_ + fy_ * fy_ <= r2:
-                total += v
-            else:
-                total += v * _overlap(dx0, dx0 + 1.0, dy0, dy0 + 1.0, r)
-    return total
-
-
-@numba.njit(cache=True, fastmath=False)
-def _brentq_flux(clean, i0, j0, xc, yc, norm, xa, xb):  # pragma: no cover - compiled
-    """Root of ``1 − circle_sum(r)/norm`` on [xa, xb] by scipy's ``brentq`` algorithm.
-
-    Returns (root, ok); ok is False when the bracket has no sign change (scipy raises).
-    """
-    xtol = 2e-12
-    rtol = 4.0 * 2.220446049250313e-16
-    xpre, xcur = xa, xb
-    xblk, fblk, spre, scur = 0.0, 0.0, 0.0, 0.0
-    fpre = 1.0 - _circle_sum(clean, i0, j0, xc, yc, xpre) / norm
-    fcur = 1.0 - _circle_sum(clean, i0, j0, xc, yc, xcur) / norm
-    if fpre == 0.0:
-        return xpre, True
-    if fcur == 0.0:
-        return xcur, True
-    if (fpre < 0.0) == (fcur < 0.0):
-        return math.nan, False
-    for _ in range(100):
-        if fpre != 0.0 and fcur != 0.0 and (fpre < 0.0) != (fcur < 0.0):
-            xblk, fblk = xpre, fpre
-            spre = scur = xcur - xpre
-        if abs(fblk) < abs(fcur):
-            xpre, xcur, xblk = xcur, xblk, xcur
-            fpre, fcur, fblk = fcur, fblk, fcur
-        delta = (xtol + rtol * abs(xcur)) / 2.0
-        sbis = (xblk - xcur) / 2.0
-        if fcur == 0.0 or abs(sbis) < delta:
-            return xcur, True
-        if abs(spre) > delta and abs(fcur) < abs(fpre):
-            if xpre == xblk:
-                stry = -fcur * (xcur - xpre) / (fcur - fpre)  # interpolate
-            else:
-                dpre = (fpre - fcur) / (xpre - xcur)  # extrapolate
-                dblk = (fblk - fcur) / (xblk - xcur)
-                stry = -fcur * (fblk * dblk - fpre * dpre) / (dblk * dpre * (fblk - fpre))
-            if 2.0 * abs(stry) < min(abs(spre), 3.0 * abs(sbis) - delta):
-                spre, scur = scur, stry  # good short step
-            else:
-                spre = scur = sbis
-        else:
-            spre = scur = sbis
-        xpre, fpre = xcur, fcur
-        if abs(scur) > delta:
-            xcur += scur
-        else:
-            xcur += delta if sbis > 0 else -delta
-        fcur = 1.0 - _circle_sum(clean, i0, j0, xc, yc, xcur) / norm
-    return xcur, True
-
-
-@numba.njit(cache=True, fastmath=False)
-def _flux_radius_kernel(
-    data, mask, seg, labels, x, y, kron_flux, max_radius, fraction, out
-):  # pragma: no cover - compiled
-    ny, nx = data.shape
-    for s in range(labels.size):
-        xc, yc, kf, rmax = x[s], y[s], kron_flux[s], max_radius[s]
-        if not (math.isfinite(xc) and math.isfinite(yc) and math.isfinite(kf)):
-            continue
-        if not math.isfinite(rmax) or kf == 0.0:
-            continue
-        i0 = max(0, int(math.floor(xc - rmax + 0.5)))
-        i1 = min(nx, int(math.ceil(xc + rmax + 0.5)))
-        j0 = max(0, int(math.floor(yc - rmax + 0.5)))
-        j1 = min(ny, int(math.ceil(yc + rmax + 0.5)))
-        if i0 >= i1 or j0 >= j1:
-            continue
-        clean = np.zeros((j1 - j0, i1 - i0))
-        for j in range(j0, j1):
-            for i in range(i0, i1):
-                v = np.float64(data[j, i])
-                other = seg[j, i]
-                if mask[j, i] or not math.isfinite(v) or (other != 0 and other != labels[s]):
-                    continue
-                clean[j - j0, i - i0] = v
-        norm = kf * fraction
-        rmin = 0.1
-        step = 0.1 * rmax
-        while rmax > rmin:
-            root, ok = _brentq_flux(clean, i0, j0, xc, yc, norm, rmin, rmax)
-            if ok:
-                out[s] = root
-                break
-            rmax -= step
-
-
-@numba.njit(cache=True, fastmath=False)
-def _centroid_win_kernel(data, mask, seg, labels, x, y, rhl, xw, yw):  # pragma: no cover
-    ny, nx = data.shape
-    fwhm_to_sigma = 1.0 / (2.0 * math.sqrt(2.0 * math.log(2.0)))
-    for s in range(labels.size):
-        xc, yc = x[s], y[s]
-        if not math.isfinite(rhl[s]) or math.isnan(xc) or math.isnan(yc):
-            continue
-        sigma = 2.0 * rhl[s] * fwhm_to_sigma
-        inv_2sigma2 = -1.0 / (2.0 * sigma * sigma)
-        radius_sq = (4.0 * sigma) ** 2
-        half = int(4.0 * sigma + 1.5)
-        it = 0
-        dcen = 1.0
-        while it < 16 and dcen > 0.0001:
-            ixmin = int(xc + 0.5) - half
-            iymin = int(yc + 0.5) - half
-            i0, i1 = max(0, ixmin), min(nx, ixmin + 2 * half + 1)
-            j0, j1 = max(0, iymin), min(ny, iymin + 2 * half + 1)
-            if i0 >= i1 or j0 >= j1:
-                xc = yc = math.nan
-                break
-            total = 0.0
-            sx = 0.0
-            sy = 0.0
-            for j in range(j0, j1):
-                ddy = j - yc
-                for i in range(i0, i1):
-                    other = seg[j, i]
-                    if mask[j, i] or (other != 0 and other != labels[s]):
-                        continue
-                    v = np.float64(data[j, i])
-                    if not math.isfinite(v):
-                        continue
-                    ddx = i - xc
-                    rr2 = ddx * ddx + ddy * ddy
-                    if rr2 > radius_sq:
-                        continue
-                    wv = v * math.exp(rr2 * inv_2sigma2)
-                    total += wv
-                    sx += wv * ddx
-                    sy += wv * ddy
-            dx = sx / total if total != 0.0 else math.nan
-            dy = sy / total if total != 0.0 else math.nan
-            dcen = math.sqrt(dx * dx + dy * dy)
-            xc += dx * 2.0
-            yc += dy * 2.0
-            it += 1
-        xw[s] = xc
-        yw[s] = yc
-
-
-@numba.njit(cache=True, fastmath=False)
-def _centroid_error_sums(sci, err, mask, seg, lut, x, y, sums):  # pragma: no cover
-    """Per source row: [Σ d, Σ σ² (x − x̄)², Σ σ² (y − ȳ)²] over its unmasked pixels."""
-    ny, nx = sci.shape
-    for j in range(ny):
-        for i in range(nx):
-            lab = seg[j, i]
-            if lab <= 0 or lab >= lut.size or mask[j, i]:
-                continue
-            row = lut[lab]
-            if row < 0:
-                continue
-            e = err[j, i]
-            var = np.float64(e * e)
-            sums[row, 0] += sci[j, i]
-            sums[row, 1] += var * (i - x[row]) ** 2
-            sums[row, 2] += var * (j - y[row]) ** 2

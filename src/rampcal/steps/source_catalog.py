@@ -31,13 +31,14 @@ from typing import NamedTuple
 import numpy as np
 
 from rampcal.catalog.detection import (
+    Segmentation,
+    background_mesh,
     build_mask,
-    detection_image,
-    estimate_background,
     segment_image,
+    subtract_and_detect,
 )
 from rampcal.catalog.measure import ApertureCorrection, empty_catalog, measure_sources
-from rampcal.catalog.psf import estimate_psf_fwhm, gaussian_psf, nominal_psf_fwhm
+from rampcal.catalog.psf import estimate_psf_fwhm, nominal_psf_fwhm
 from rampcal.core.dq import PixelFlag
 from rampcal.errors import InputFileError
 from rampcal.reference import nominal
@@ -102,7 +103,8 @@ class SourceCatalogStep(RampcalStep):
                 f"source_catalog needs an L2 ImageModel, got {type(model).__name__}", path=name
             )
         data = np.asarray(model.data, dtype=np.float32)
-        err = np.asarray(model.err, dtype=np.float32)
+        # a private float32 copy of the error: it is scaled to nJy in place below
+        err = np.array(model.err, dtype=np.float32, order="C")
         mask = build_mask(data, err, np.asarray(model.dq), bad_bits=int(PixelFlag.DO_NOT_USE))
         wcs = model.meta.get("wcs")
         if wcs is None:
@@ -110,25 +112,26 @@ class SourceCatalogStep(RampcalStep):
         conv = flux_conversion(model, wcs)
         apcorr = self._aperture_correction(model, conv.pixel_scale)
 
-        segm = detection = psf_model = None
+        segm = psf_fwhm = None
         if np.all(mask):
             log.warning("%s: every pixel is masked; empty catalog", name)
         else:
-            bkg = estimate_background(data, mask, box_size=self.bkg_boxsize)
-            sci = data - bkg.background
-            detection = detection_image(sci, mask, kernel_fwhm=self.kernel_fwhm)
+            bkg = background_mesh(data, mask, box_size=self.bkg_boxsize)
+            sci, detection = subtract_and_detect(
+                data, mask, bkg.background, kernel_fwhm=self.kernel_fwhm
+            )
             if self.forced_segmentation:
                 segm = _read_segmentation(self.forced_segmentation, data.shape)
             else:
                 segm = segment_image(
                     detection,
-                    self.snr_threshold * bkg.rms,
+                    bkg.rms.scaled(self.snr_threshold),
                     npixels=self.npixels,
                     deblend=self.deblend,
                     mask=mask,
                 )
             if self.fit_psf and segm is not None:
-                psf_model = gaussian_psf(self._psf_fwhm(model, sci, segm, err, mask))
+                psf_fwhm = self._psf_fwhm(model, sci, segm, err, mask)
         if segm is None:
             table = empty_catalog(psf=self.fit_psf, apcorr=apcorr)
         else:
@@ -143,10 +146,11 @@ class SourceCatalogStep(RampcalStep):
                 pixel_scale=conv.pixel_scale,
                 kernel_fwhm=self.kernel_fwhm,
                 apcorr=apcorr,
-                psf_model=psf_model,
+                psf_model=psf_fwhm,
+                inplace=True,  # sci and err are this step's own arrays
             )
-        segm_data = np.zeros(data.shape, np.uint32) if segm is None else segm.data.astype(np.uint32)
-        cat_path = self._save_products(model, table, segm_data) if self.save_results else None
+            del sci, detection
+        cat_path = self._save_products(model, table, segm) if self.save_results else None
         source_catalog = dict(model.meta.get("source_catalog") or {})
         source_catalog["tweakreg_catalog"] = table
         if cat_path is not None:
@@ -158,7 +162,7 @@ class SourceCatalogStep(RampcalStep):
             len(table),
             conv.unit,
             conv.flux_scale,
-            ", PSF photometry" if psf_model is not None else "",
+            ", PSF photometry" if psf_fwhm is not None else "",
         )
         return model
 
@@ -199,7 +203,7 @@ class SourceCatalogStep(RampcalStep):
         log.info("PSF FWHM: nominal %.3f pixels for %s (too few stars to measure)", guess, element)
         return guess
 
-    def _save_products(self, model, table, segm_data: np.ndarray) -> Path:
+    def _save_products(self, model, table, segm) -> Path:
         from roman_datamodels import datamodels as rdd
 
         from rampcal.datamodels import save_atomic
@@ -210,7 +214,7 @@ class SourceCatalogStep(RampcalStep):
         write_catalog(table, cat_path, model=model)
         log.info("Saved catalog in %s", cat_path)
         segm_model = _new_product(rdd.SegmentationMapModel, model)
-        segm_model.data = segm_data
+        segm_model.data = _segmentation_labels(segm, np.shape(model.data))
         segm_path = Path(self.make_output_path(basepath=base, suffix="segm", ext="asdf"))
         save_atomic(segm_model, segm_path)
         log.info("Saved segmentation map in %s", segm_path)
@@ -367,9 +371,7 @@ def _wcs_pixel_scale(wcs, shape) -> float | None:
     return float(math.sqrt(area) * _ARCSEC_PER_RAD)
 
 
-def _read_segmentation(path: str, shape: tuple[int, int]):
-    from photutils.segmentation import SegmentationImage
-
+def _read_segmentation(path: str, shape: tuple[int, int]) -> Segmentation | None:
     from rampcal.datamodels import open_model
 
     with open_model(path) as segm_model:
@@ -381,4 +383,14 @@ def _read_segmentation(path: str, shape: tuple[int, int]):
         )
     if not np.any(labels > 0):
         return None
-    return SegmentationImage(labels.astype(np.int32))
+    return Segmentation(labels.astype(np.int32))
+
+
+def _segmentation_labels(segm, shape) -> np.ndarray:
+    """uint32 labels of a segmentation (a view of int32 labels, which are never < 0)."""
+    if segm is None:
+        return np.zeros(shape, np.uint32)
+    labels = np.ascontiguousarray(segm.data)
+    if labels.dtype == np.int32:
+        return labels.view(np.uint32)
+    return labels.astype(np.uint32)
