@@ -98,4 +98,6 @@ def _finite_or_zero(slope: np.ndarray) -> np.ndarray:
     if slope.ndim and not any(slope.strides):
         value = slope.flat[0]
         return np.broadcast_to(np.float32(value if np.isfinite(value) else 0), slope.shape)
-    return np.where(np.isfinite(slope), slope, 0).astype(np.float32)
+    return np.nan_to_num(slope, copy=True, nan=0.0, posinf=0.0, neginf=0.0).astype(
+        np.float32, copy=False
+    )

@@ -8,6 +8,7 @@ import numpy as np
 
 from rampcal.core.saturation import flag_saturation
 from rampcal.datamodels import read_pattern_of
+from rampcal.datamodels.blockstream import compact_array
 from rampcal.steps.base import RampcalStep
 
 log = logging.getLogger(__name__)
@@ -42,8 +43,8 @@ class SaturationStep(RampcalStep):
             data,
             model.groupdq,
             model.pixeldq,
-            np.asarray(ref.data, dtype=np.float32),
-            np.asarray(ref.dq, dtype=np.uint32),
+            compact_array(ref, "data", np.float32),  # uniform planes: one value
+            compact_array(ref, "dq", np.uint32),
             read_pattern,
             n_pix_grow_sat=self.n_pix_grow_sat,
             backup=self.backup,
