@@ -87,3 +87,90 @@ def test_nan_coefficients_give_no_lin_corr(sim, chain, bright, tmp_path):
         others[y, x] = False
     np.testing.assert_array_equal(np.asarray(out.data)[:, others], reference[:, others])
     assert not np.array_equal(reference[:, ~others & mask], data_in[:, ~others & mask])
+
+
+# ---- streamed reference files -------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def per_pixel_linearity(sim, tmp_path_factory):
+    """A LINEARITY file whose c2 plane varies per pixel and whose dq has two flags."""
+    from rampcal.datamodels import save_atomic
+    from rampcal.reference.defaults import build_default
+
+    rng = np.random.default_rng(5)
+    ref = build_default("linearity", detector="WFI01", optical_element="F158", shape=sim.shape)
+    coeffs = np.array(ref.coeffs)
+    coeffs[2] *= rng.uniform(0.5, 1.5, sim.shape).astype(np.float32)
+    dq = np.zeros(sim.shape, dtype=np.uint32)
+    dq[10, 20] = PixelFlag.NO_LIN_CORR
+    dq[30, 40] = PixelFlag.HOT
+    ref.coeffs = coeffs
+    ref.dq = dq
+    path = save_atomic(ref, tmp_path_factory.mktemp("lin") / "perpixel_linearity.asdf")
+    return path, coeffs, dq
+
+
+def test_reference_cubes_are_streamed_compactly(sim, chain, per_pixel_linearity):
+    from rampcal.datamodels import open_model
+    from rampcal.datamodels.blockstream import plane_reader
+    from rampcal.reference import resolve
+    from rampcal.steps.linearity import load_coefficients, load_flags
+
+    path, coeffs, dq = per_pixel_linearity
+    with open_model(path) as ref:  # lazily: nothing read yet
+        assert plane_reader(ref, "coeffs") is not None  # the streamed path is the one tested
+        c = load_coefficients(ref, "LINEARITY")
+        flags = load_flags(ref, "LINEARITY")
+    np.testing.assert_array_equal(c.uniform, [k != 2 for k in range(coeffs.shape[0])])
+    np.testing.assert_array_equal(c.to_array(), coeffs)
+    np.testing.assert_array_equal(flags, dq)
+    # the built-in defaults: every plane uniform and no flag, so nothing per pixel is held
+    ramp = chain.get("wfi18_transient")
+    for reftype in ("linearity", "inverselinearity"):
+        with open_model(resolve(ramp, reftype)) as ref:
+            c = load_coefficients(ref, reftype.upper())
+            assert c.planes is None and c.uniform.all()
+            assert load_flags(ref, reftype.upper()) is None
+
+
+def test_per_pixel_reference_matches_in_memory_correction(sim, chain, per_pixel_linearity):
+    from rampcal.core.linearity import correct_linearity
+    from rampcal.datamodels import read_pattern_of
+    from rampcal.reference.defaults import build_default
+
+    path, coeffs, dq = per_pixel_linearity
+    ramp = chain.get("wfi18_transient")
+    inverse = build_default(
+        "inverselinearity", detector="WFI01", optical_element="F158", shape=sim.shape
+    )
+    expected = correct_linearity(
+        np.array(ramp.data),
+        np.array(ramp.groupdq),
+        np.array(ramp.pixeldq),
+        coeffs,
+        dq,
+        read_pattern_of(ramp),
+        inverse_coeffs=np.array(inverse.coeffs),
+    )
+    out = LinearityStep.call(ramp, override_linearity=str(path))
+    assert out.meta.ref_file.linearity.endswith("perpixel_linearity.asdf")
+    np.testing.assert_array_equal(out.data, expected.data)
+    np.testing.assert_array_equal(out.groupdq, expected.groupdq)
+    np.testing.assert_array_equal(out.pixeldq, expected.pixeldq)
+    assert out.pixeldq[10, 20] & PixelFlag.NO_LIN_CORR
+    assert out.pixeldq[30, 40] & PixelFlag.HOT
+    np.testing.assert_array_equal(out.data[:, 10, 20], ramp.data[:, 10, 20])
+    # and the per-pixel c2 plane does change the result
+    assert not np.array_equal(out.data, chain.get("linearity").data)
+
+
+def test_damaged_reference_file_is_a_reference_error(chain, per_pixel_linearity, tmp_path):
+    from rampcal.errors import ReferenceFileError
+
+    path, _, _ = per_pixel_linearity
+    cut = tmp_path / "cut_linearity.asdf"
+    raw = path.read_bytes()
+    cut.write_bytes(raw[: int(len(raw) * 0.6)])
+    with pytest.raises(ReferenceFileError):
+        LinearityStep.call(chain.get("wfi18_transient"), override_linearity=str(cut))

@@ -5,42 +5,93 @@ inverse ``P_inv`` maps linear signal back to raw. Because a resultant averages
 several reads, ``P_lin(mean(reads)) != mean(P_lin(reads))``; the read-level
 correction reconstructs the reads of each resultant from a linear ramp, matches them
 to the observed mean, and averages their linearised values (ALGORITHMS.md §6).
+
+Coefficient cubes are (ncoeff, ny, nx); a full-detector plane is 64 MiB of float32.
+Reference files often hold the same polynomial everywhere, so the cubes are handled as
+:class:`CoefficientPlanes`: a uniform plane is kept as one number and only the planes
+that really vary per pixel are held in memory.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
 import numba
 import numpy as np
 
-from rampcal.core.dq import GroupFlag, PixelFlag
+from rampcal.core import _linearity_kernels as _k
+from rampcal.core.dq import PixelFlag
 from rampcal.core.readpattern import normalize_read_pattern
 
 log = logging.getLogger(__name__)
 
 #: Corrected values beyond ±CLIP_LIMIT DN are clipped and flagged DO_NOT_USE.
-CLIP_LIMIT = 1.0e6
+CLIP_LIMIT = _k.CLIP_LIMIT
 #: Width (columns) of one science readout channel of the full 4096-column detector.
 CHANNEL_WIDTH = 128
-# columns processed together by the compiled kernel (buffers stay in L1/L2 cache)
-_BLOCK = 256
 
-_SAT = np.uint8(GroupFlag.SATURATED)
-_DNU = np.uint8(GroupFlag.DO_NOT_USE)
 _NO_LIN = np.uint32(PixelFlag.NO_LIN_CORR)
+# rows per task of the row kernel (tasks are shared out among the threads as they finish)
+_ROWS_PER_TASK = 32
 
 __all__ = [
     "CLIP_LIMIT",
     "CHANNEL_WIDTH",
+    "CoefficientPlanes",
     "InlTable",
     "LinearityResult",
+    "coefficients_from_rows",
+    "compact_coefficients",
     "correct_linearity",
     "evaluate_polynomial",
     "uncorrectable_pixels",
 ]
+
+
+class CoefficientPlanes(NamedTuple):
+    """Per-pixel polynomial coefficients with every uniform plane held as one number.
+
+    Attributes
+    ----------
+    values : ndarray (ncoeff,) float32
+        Value of each uniform plane (not used where ``uniform`` is False).
+    uniform : ndarray (ncoeff,) bool
+        Plane ``k`` holds ``values[k]`` at every pixel (bit for bit, NaN included).
+    planes : ndarray (ncoeff, ny, nx) float32 or None
+        Coefficient ``k`` of pixel ``[y, x]`` is ``planes[k, y, x]`` where ``uniform[k]``
+        is False; uniform planes of this array are never read (they may be left
+        unwritten, so that they cost no memory). None when every plane is uniform.
+    plane_shape : tuple of int
+        ``(ny, nx)``.
+    """
+
+    values: np.ndarray
+    uniform: np.ndarray
+    planes: np.ndarray | None
+    plane_shape: tuple[int, int]
+
+    @property
+    def ncoeff(self) -> int:
+        """Number of coefficients (polynomial degree + 1)."""
+        return int(self.values.size)
+
+    @property
+    def n_per_pixel(self) -> int:
+        """Number of planes that vary per pixel (each costs ny·nx·4 bytes)."""
+        return int(np.count_nonzero(~self.uniform))
+
+    def to_array(self) -> np.ndarray:
+        """The (ncoeff, ny, nx) float32 cube (a broadcast, read-only view if all uniform)."""
+        ny, nx = self.plane_shape
+        full = np.broadcast_to(self.values[:, None, None], (self.ncoeff, ny, nx))
+        if self.planes is None:
+            return full
+        out = np.array(full)
+        out[~self.uniform] = self.planes[~self.uniform]
+        return out
 
 
 class InlTable(NamedTuple):
@@ -103,9 +154,9 @@ def evaluate_polynomial(coeffs: np.ndarray, values: np.ndarray) -> np.ndarray:
 
 
 def uncorrectable_pixels(
-    coeffs: np.ndarray,
+    coeffs: np.ndarray | CoefficientPlanes,
     lin_dq: np.ndarray | None = None,
-    inverse_coeffs: np.ndarray | None = None,
+    inverse_coeffs: np.ndarray | CoefficientPlanes | None = None,
 ) -> np.ndarray:
     """Pixels the linearity step leaves uncorrected (and flags NO_LIN_CORR).
 
@@ -116,25 +167,122 @@ def uncorrectable_pixels(
     -------
     ndarray (ny, nx) bool
     """
-    c = np.asarray(coeffs)
+    c = _as_array(coeffs)
     bad = np.isnan(c).any(axis=0) | (c[1] == 0)
     if inverse_coeffs is not None:
-        ci = np.asarray(inverse_coeffs)
+        ci = _as_array(inverse_coeffs)
         bad |= np.isnan(ci).any(axis=0) | (ci[1] == 0)
     if lin_dq is not None:
         bad |= (np.asarray(lin_dq) & _NO_LIN) != 0
     return bad
 
 
+def compact_coefficients(coeffs: np.ndarray | CoefficientPlanes) -> CoefficientPlanes:
+    """Coefficient cube → :class:`CoefficientPlanes` (uniform planes become scalars).
+
+    Parameters
+    ----------
+    coeffs : ndarray (ncoeff >= 2, ny, nx), or CoefficientPlanes (returned as is)
+        Coefficients in increasing order; converted to native float32. A broadcast view
+        (zero strides) is recognised without reading it.
+
+    Returns
+    -------
+    CoefficientPlanes
+        ``planes`` is ``coeffs`` itself (no copy) when it is a C-contiguous native
+        float32 array with at least one per-pixel plane.
+    """
+    if isinstance(coeffs, CoefficientPlanes):
+        return coeffs
+    arr = np.asarray(coeffs, dtype=np.float32)
+    if arr.ndim != 3 or arr.shape[0] < 2:
+        raise ValueError(f"coefficients must have shape (ncoeff >= 2, ny, nx), got {arr.shape}")
+    ncoeff, ny, nx = arr.shape
+    values = np.zeros(ncoeff, dtype=np.float32)
+    uniform = np.ones(ncoeff, dtype=bool)
+    if ny and nx:
+        for k in range(ncoeff):
+            plane = arr[k]
+            values[k] = plane[0, 0]
+            if plane.strides != (0, 0):
+                uniform[k] = _same_bits(plane, values[k])
+    planes = None if uniform.all() else np.ascontiguousarray(arr)
+    return CoefficientPlanes(values, uniform, planes, (ny, nx))
+
+
+def coefficients_from_rows(
+    pieces: Iterable[np.ndarray], shape: tuple[int, int, int]
+) -> CoefficientPlanes:
+    """Build :class:`CoefficientPlanes` from a coefficient cube streamed in rows.
+
+    Parameters
+    ----------
+    pieces : iterable of ndarray (rows, nx) float32
+        Consecutive rows of the cube seen as a C-ordered (ncoeff·ny, nx) array (a piece
+        may span two planes). Each piece is consumed before the next is requested, so
+        it may be a view of a reused buffer.
+    shape : tuple of int
+        ``(ncoeff, ny, nx)`` of the cube.
+
+    Returns
+    -------
+    CoefficientPlanes
+        Only the planes found to vary are stored: ``planes`` is allocated (without
+        being filled) at the first such plane, and its uniform planes are never
+        written, so they take no resident memory.
+
+    Raises
+    ------
+    ValueError
+        Pieces of the wrong width or dtype, or too few/many rows.
+    """
+    ncoeff, ny, nx = (int(n) for n in shape)
+    if ncoeff < 2 or ny < 1 or nx < 1:
+        raise ValueError(f"coefficients must have shape (ncoeff >= 2, ny, nx), got {shape}")
+    values = np.zeros(ncoeff, dtype=np.float32)
+    uniform = np.ones(ncoeff, dtype=bool)
+    planes = None
+    k = row = 0
+    for piece in pieces:
+        piece = np.asarray(piece)
+        if piece.ndim != 2 or piece.shape[1] != nx or piece.dtype != np.float32:
+            raise ValueError(
+                f"coefficient rows must be ({nx},) float32, got {piece.shape} {piece.dtype}"
+            )
+        start = 0
+        while start < piece.shape[0]:
+            if k >= ncoeff:
+                raise ValueError(f"more coefficient rows than shape {tuple(shape)} holds")
+            n = min(piece.shape[0] - start, ny - row)
+            rows = piece[start : start + n]
+            if row == 0:
+                values[k] = rows[0, 0]
+            if uniform[k] and not _same_bits(rows, values[k]):
+                uniform[k] = False
+                if planes is None:
+                    # untouched pages of np.empty are not resident: only varying planes cost
+                    planes = np.empty((ncoeff, ny, nx), dtype=np.float32)
+                planes[k, :row] = values[k]
+            if not uniform[k]:
+                planes[k, row : row + n] = rows
+            start += n
+            row += n
+            if row == ny:
+                k, row = k + 1, 0
+    if k != ncoeff:
+        raise ValueError(f"coefficient rows end early: shape {tuple(shape)} not filled")
+    return CoefficientPlanes(values, uniform, planes, (ny, nx))
+
+
 def correct_linearity(
     data: np.ndarray,
     groupdq: np.ndarray,
     pixeldq: np.ndarray,
-    coeffs: np.ndarray,
+    coeffs: np.ndarray | CoefficientPlanes,
     lin_dq: np.ndarray | None,
     read_pattern: Sequence[Sequence[int]] | None = None,
     *,
-    inverse_coeffs: np.ndarray | None = None,
+    inverse_coeffs: np.ndarray | CoefficientPlanes | None = None,
     inl: InlTable | None = None,
     inplace: bool = True,
 ) -> LinearityResult:
@@ -149,13 +297,15 @@ def correct_linearity(
         DO_NOT_USE (in place when ``inplace=True``).
     pixeldq : ndarray (ny, nx) uint32
         Pixel DQ: ``lin_dq`` is OR-ed in, NO_LIN_CORR added for uncorrected pixels.
-    coeffs : ndarray (ncoeff, ny, nx) float32
+    coeffs : ndarray (ncoeff, ny, nx) float32, or CoefficientPlanes
         Raw → linear polynomial ``P_lin`` (LINEARITY ``coeffs``), increasing order, ncoeff >= 2.
+        Uniform planes are evaluated with shared coefficients (faster); an array is
+        passed through :func:`compact_coefficients` first.
     lin_dq : ndarray (ny, nx) uint32 or None
-        LINEARITY ``dq``.
+        LINEARITY ``dq`` (None: no flags).
     read_pattern : sequence of sequences of int, optional
         1-based read numbers of each resultant; required with ``inverse_coeffs``.
-    inverse_coeffs : ndarray (ncoeff_inv, ny, nx) float32, optional
+    inverse_coeffs : ndarray (ncoeff_inv, ny, nx) float32, or CoefficientPlanes, optional
         Linear → raw polynomial ``P_inv`` (INVERSELINEARITY ``coeffs``). When given (and
         there are >= 2 resultants) the read-level correction is used, otherwise
         ``P_lin`` is applied to each resultant.
@@ -184,7 +334,11 @@ def correct_linearity(
     Uncorrectable pixels (see :func:`uncorrectable_pixels`; the reference implementation
     gives them identity coefficients) are left exactly as observed, INL included.
     Finally values with ``|D| > 1e6`` are clipped to ±1e6 and flagged DO_NOT_USE.
-    Polynomials are evaluated in float64 (Horner); results are stored as float32.
+    Polynomials are evaluated in float64 (Horner); results are stored as float32. Uniform
+    and per-pixel coefficients give the same values bit for bit.
+
+    Rows are corrected in ``numba.get_num_threads()`` threads; besides the arrays given,
+    only a few small per-thread buffers are allocated.
     """
     if not isinstance(data, np.ndarray):
         raise TypeError(f"data must be a numpy array, got {type(data).__name__}")
@@ -194,16 +348,18 @@ def correct_linearity(
     data = _writable(data, np.float32, "data", inplace)
     groupdq = _writable(groupdq, np.uint8, "groupdq", inplace, shape=(nres, ny, nx))
     pixeldq = _writable(pixeldq, np.uint32, "pixeldq", inplace, shape=(ny, nx))
-    coeffs = _coeff_array(coeffs, (ny, nx), "coeffs")
-    if lin_dq is None:
-        lin_dq = np.zeros((ny, nx), dtype=np.uint32)
-    lin_dq = np.asarray(lin_dq, dtype=np.uint32)
-    if lin_dq.shape != (ny, nx):
-        raise ValueError(f"lin_dq has shape {lin_dq.shape}, data planes are {(ny, nx)}")
+    coeffs = _coefficients(coeffs, (ny, nx), "coeffs")
+    use_dq = lin_dq is not None
+    if use_dq:
+        lin_dq = np.ascontiguousarray(lin_dq, dtype=np.uint32)
+        if lin_dq.shape != (ny, nx):
+            raise ValueError(f"lin_dq has shape {lin_dq.shape}, data planes are {(ny, nx)}")
+    else:
+        lin_dq = np.zeros((1, 1), dtype=np.uint32)
 
     read_level = inverse_coeffs is not None and nres >= 2
     if inverse_coeffs is not None:
-        inverse_coeffs = _coeff_array(inverse_coeffs, (ny, nx), "inverse_coeffs")
+        inverse_coeffs = _coefficients(inverse_coeffs, (ny, nx), "inverse_coeffs")
         if read_pattern is None:
             raise ValueError("read_pattern is required for the read-level (inverse) correction")
     if read_pattern is not None:
@@ -212,47 +368,29 @@ def correct_linearity(
         pattern = [[i + 1] for i in range(nres)]
     reads = np.concatenate([np.asarray(r, dtype=np.float64) for r in pattern])
     starts = np.cumsum([0] + [len(r) for r in pattern]).astype(np.int64)
-    if inl is not None and read_level:
-        inl_value = np.asarray(inl.value, dtype=np.float64)
-        inl_corr = np.atleast_2d(np.asarray(inl.correction, dtype=np.float64))
-        if inl_value.ndim != 1 or inl_corr.shape[1] != inl_value.size or inl_value.size < 1:
-            raise ValueError(
-                f"INL table: value {inl_value.shape} and correction {inl_corr.shape} do not match"
-            )
-        if np.any(np.diff(inl_value) < 0):
-            raise ValueError("INL table values must increase")
-        width = int(inl.channel_width)
-        if width < 1:
-            raise ValueError("INL channel_width must be >= 1")
-        channel = np.minimum(np.arange(nx) // width, inl_corr.shape[0] - 1)
-        use_inl = True
-        steps = np.diff(inl_value)
-        uniform = steps.size > 0 and steps[0] > 0 and bool(np.all(steps == steps[0]))
-        inl_step = float(steps[0]) if uniform else 0.0
+    use_inl = inl is not None and read_level
+    if use_inl:
+        inl_args = _inl_arrays(inl, nx)
     else:
-        inl_value = np.zeros(1)
-        inl_corr = np.zeros((1, 1))
-        channel = np.zeros(nx, dtype=np.int64)
-        use_inl = False
-        inl_step = 0.0
+        inl_args = (np.zeros(1), np.zeros((1, 1)), 0.0, np.zeros(nx, dtype=np.int64))
     if inverse_coeffs is None:
-        inverse_coeffs = coeffs[:2]  # not read without inverse coefficients; fixes the type
+        inverse_coeffs = coeffs  # not read without inverse coefficients; fixes the types
 
     row_counts = np.zeros((ny, 2), dtype=np.int64)
-    _linearity_rows(
+    _in_row_chunks(
+        _k.correct_rows,
+        ny,
         data,
         groupdq,
         pixeldq,
-        coeffs,
-        inverse_coeffs,
+        _kernel_args(coeffs),
+        _kernel_args(inverse_coeffs),
         lin_dq,
+        use_dq,
         reads,
         starts,
         read_level,
-        inl_value,
-        inl_corr,
-        inl_step,
-        channel,
+        inl_args,
         use_inl,
         row_counts,
     )
@@ -272,6 +410,41 @@ def correct_linearity(
     return result
 
 
+def _in_row_chunks(kernel, ny: int, *args) -> None:
+    """Run ``kernel(y0, y1, *args)`` over chunks of rows in ``numba.get_num_threads()`` threads.
+
+    The kernel releases the GIL. Threads from Python rather than ``prange`` keep the
+    compiled code to one copy of the row kernel (a parallel kernel would be optimised
+    again with everything it calls inlined: ~10 s more compilation).
+    """
+    nthreads = max(1, min(numba.get_num_threads(), ny))
+    if nthreads == 1:
+        kernel(0, ny, *args)
+        return
+    step = max(1, min(_ROWS_PER_TASK, -(-ny // nthreads)))
+    with ThreadPoolExecutor(max_workers=nthreads) as pool:
+        jobs = [pool.submit(kernel, y, min(y + step, ny), *args) for y in range(0, ny, step)]
+        for job in jobs:
+            job.result()
+
+
+def _inl_arrays(inl: InlTable, nx: int) -> tuple[np.ndarray, np.ndarray, float, np.ndarray]:
+    """(value, correction, uniform grid step or 0, channel of each column) for the kernel."""
+    value = np.ascontiguousarray(inl.value, dtype=np.float64)
+    corr = np.ascontiguousarray(np.atleast_2d(np.asarray(inl.correction, dtype=np.float64)))
+    if value.ndim != 1 or corr.shape[1] != value.size or value.size < 1:
+        raise ValueError(f"INL table: value {value.shape} and correction {corr.shape} do not match")
+    steps = np.diff(value)
+    if np.any(steps < 0):
+        raise ValueError("INL table values must increase")
+    width = int(inl.channel_width)
+    if width < 1:
+        raise ValueError("INL channel_width must be >= 1")
+    channel = np.minimum(np.arange(nx, dtype=np.int64) // width, corr.shape[0] - 1)
+    uniform = steps.size > 0 and steps[0] > 0 and bool(np.all(steps == steps[0]))
+    return value, corr, float(steps[0]) if uniform else 0.0, channel
+
+
 def _writable(
     a: np.ndarray, dtype: type, name: str, inplace: bool, shape: tuple[int, ...] | None = None
 ) -> np.ndarray:
@@ -288,222 +461,54 @@ def _writable(
     return a
 
 
-def _coeff_array(c: np.ndarray, plane: tuple[int, int], name: str) -> np.ndarray:
-    arr = np.asarray(c, dtype=np.float32)
-    if arr.ndim != 3 or arr.shape[1:] != plane or arr.shape[0] < 2:
-        raise ValueError(
-            f"{name} must have shape (ncoeff >= 2, {plane[0]}, {plane[1]}), got {arr.shape}"
+def _coefficients(c, plane: tuple[int, int], name: str) -> CoefficientPlanes:
+    """Check a coefficient argument against the data planes; arrays are compacted."""
+    if not isinstance(c, CoefficientPlanes):
+        shape = np.shape(c)
+        if len(shape) != 3 or tuple(shape[1:]) != plane or shape[0] < 2:
+            raise ValueError(
+                f"{name} must have shape (ncoeff >= 2, {plane[0]}, {plane[1]}), got {shape}"
+            )
+        return compact_coefficients(c)
+    n = c.ncoeff
+    planes = c.planes
+    fits = (
+        n >= 2
+        and np.shape(c.uniform) == (n,)
+        and tuple(c.plane_shape) == plane
+        and (
+            bool(np.all(c.uniform))
+            if planes is None
+            else planes.shape == (n, *plane)
+            and planes.dtype == np.float32
+            and planes.flags.c_contiguous
         )
-    return arr
+    )
+    if not fits:
+        raise ValueError(
+            f"{name}: CoefficientPlanes ({n} coefficients, planes "
+            f"{None if planes is None else planes.shape}) do not fit data planes {plane}"
+        )
+    return c
 
 
-@numba.njit(cache=True)
-def _load_coeffs(c, y, x0, nb, out):
-    """Copy ``c[:, y, x0:x0+nb]`` to the float64 block buffer ``out[:, :nb]``."""
-    for k in range(c.shape[0]):
-        for j in range(nb):
-            out[k, j] = c[k, y, x0 + j]
+def _kernel_args(c: CoefficientPlanes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(values float64, uniform bool, planes float32 C) as the kernels take them."""
+    planes = c.planes
+    if planes is None:
+        planes = np.zeros((c.ncoeff, 1, 1), dtype=np.float32)  # never read
+    return (
+        np.asarray(c.values, dtype=np.float64),
+        np.ascontiguousarray(c.uniform, dtype=np.bool_),
+        planes,
+    )
 
 
-@numba.njit(cache=True)
-def _horner(cb, u, out, nb):
-    """``out[j] = Σ_k cb[k, j] u[j]^k`` for ``j < nb`` (Horner, float64).
-
-    Written out for up to 8 coefficients so that the loop over ``j`` is vectorised
-    with the accumulator in a register (about 5x faster than the generic loop).
-    """
-    n = cb.shape[0]
-    if n == 2:
-        for j in range(nb):
-            out[j] = cb[1, j] * u[j] + cb[0, j]
-    elif n == 3:
-        for j in range(nb):
-            v = u[j]
-            out[j] = (cb[2, j] * v + cb[1, j]) * v + cb[0, j]
-    elif n == 4:
-        for j in range(nb):
-            v = u[j]
-            out[j] = ((cb[3, j] * v + cb[2, j]) * v + cb[1, j]) * v + cb[0, j]
-    elif n == 5:
-        for j in range(nb):
-            v = u[j]
-            a = (cb[4, j] * v + cb[3, j]) * v + cb[2, j]
-            out[j] = (a * v + cb[1, j]) * v + cb[0, j]
-    elif n == 6:
-        for j in range(nb):
-            v = u[j]
-            a = ((cb[5, j] * v + cb[4, j]) * v + cb[3, j]) * v + cb[2, j]
-            out[j] = (a * v + cb[1, j]) * v + cb[0, j]
-    elif n == 7:
-        for j in range(nb):
-            v = u[j]
-            a = ((cb[6, j] * v + cb[5, j]) * v + cb[4, j]) * v + cb[3, j]
-            out[j] = ((a * v + cb[2, j]) * v + cb[1, j]) * v + cb[0, j]
-    elif n == 8:
-        for j in range(nb):
-            v = u[j]
-            a = ((cb[7, j] * v + cb[6, j]) * v + cb[5, j]) * v + cb[4, j]
-            out[j] = (((a * v + cb[3, j]) * v + cb[2, j]) * v + cb[1, j]) * v + cb[0, j]
-    else:
-        for j in range(nb):
-            out[j] = cb[n - 1, j]
-        for k in range(n - 2, -1, -1):
-            for j in range(nb):
-                out[j] = out[j] * u[j] + cb[k, j]
+def _as_array(c) -> np.ndarray:
+    return c.to_array() if isinstance(c, CoefficientPlanes) else np.asarray(c)
 
 
-@numba.njit(cache=True, inline="always")
-def _interp(u, xp, fp, c, step):
-    """``np.interp(u, xp, fp[c])`` for one value (constant beyond the ends).
-
-    ``step > 0``: ``xp`` is uniformly spaced by ``step`` (direct index); otherwise
-    binary search.
-    """
-    n = xp.size
-    if u != u:
-        return u
-    if u <= xp[0]:
-        return fp[c, 0]
-    if u >= xp[n - 1]:
-        return fp[c, n - 1]
-    if step > 0:
-        lo = min(int((u - xp[0]) / step), n - 2)
-        hi = lo + 1
-    else:
-        lo = 0
-        hi = n - 1
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            if xp[mid] <= u:
-                lo = mid
-            else:
-                hi = mid
-    dx = xp[hi] - xp[lo]
-    if dx == 0.0:
-        return fp[c, hi]
-    return fp[c, lo] + (fp[c, hi] - fp[c, lo]) * (u - xp[lo]) / dx
-
-
-@numba.njit(cache=True, parallel=True)
-def _linearity_rows(
-    data,
-    gdq,
-    pdq,
-    lin,
-    ilin,
-    lin_dq,
-    reads,
-    starts,
-    read_level,
-    inl_value,
-    inl_corr,
-    inl_step,
-    channel,
-    use_inl,
-    row_counts,
-):
-    """Row-parallel correction, in blocks of ``_BLOCK`` columns that stay in cache."""
-    nres, ny, nx = data.shape
-    nlin = lin.shape[0]
-    nilin = ilin.shape[0]
-    max_reads = 1
-    for i in range(nres):
-        max_reads = max(max_reads, starts[i + 1] - starts[i])
-    m = np.empty(nres)
-    for i in range(nres):
-        m[i] = reads[starts[i] : starts[i + 1]].mean()
-    for y in numba.prange(ny):
-        bad = np.empty(_BLOCK, dtype=np.bool_)
-        u = np.empty(_BLOCK)
-        p = np.empty(_BLOCK)
-        cl = np.empty((nlin, _BLOCK))
-        ci = np.empty((nilin, _BLOCK))
-        l0 = np.empty(_BLOCK)
-        rate = np.empty(_BLOCK)
-        off = np.empty(_BLOCK)
-        acc = np.empty(_BLOCK)
-        lastidx = np.empty(_BLOCK, dtype=np.int64)
-        ureads = np.empty((max_reads, _BLOCK))
-        n_bad = 0
-        for x0 in range(0, nx, _BLOCK):
-            nb = min(_BLOCK, nx - x0)
-            _load_coeffs(lin, y, x0, nb, cl)
-            if read_level:
-                _load_coeffs(ilin, y, x0, nb, ci)
-            for j in range(nb):
-                x = x0 + j
-                b = (lin_dq[y, x] & _NO_LIN) != 0 or cl[1, j] == 0
-                for k in range(nlin):
-                    b |= np.isnan(cl[k, j])
-                if read_level:
-                    b |= ci[1, j] == 0
-                    for k in range(nilin):
-                        b |= np.isnan(ci[k, j])
-                bad[j] = b
-                n_bad += b
-                pdq[y, x] |= lin_dq[y, x] | (np.uint32(b) * _NO_LIN)
-            if not read_level:
-                for i in range(nres):
-                    for j in range(nb):
-                        u[j] = data[i, y, x0 + j]
-                    _horner(cl, u, p, nb)
-                    for j in range(nb):
-                        if not bad[j] and (gdq[i, y, x0 + j] & _SAT) == 0:
-                            data[i, y, x0 + j] = np.float32(p[j])
-                continue
-            # first and last-used resultants, linearised (raw where SATURATED)
-            for j in range(nb):
-                u[j] = data[0, y, x0 + j]
-            _horner(cl, u, p, nb)
-            for j in range(nb):
-                l0[j] = u[j] if (gdq[0, y, x0 + j] & _SAT) != 0 else p[j]
-            for j in range(nb):
-                n_unsat = 0
-                for i in range(nres):
-                    n_unsat += (gdq[i, y, x0 + j] & _SAT) == 0
-                last = min(max(n_unsat - 1, 2) - 1, nres - 1)
-                lastidx[j] = last
-                u[j] = data[last, y, x0 + j]
-            _horner(cl, u, p, nb)
-            for j in range(nb):
-                last = lastidx[j]
-                lz = u[j] if (gdq[last, y, x0 + j] & _SAT) != 0 else p[j]
-                rate[j] = (lz - l0[j]) / (m[last] - m[0])
-            for i in range(nres):
-                s0 = starts[i]
-                nr = starts[i + 1] - s0
-                for j in range(nb):
-                    off[j] = 0.0
-                    acc[j] = 0.0
-                for k in range(nr):
-                    dr = reads[s0 + k] - m[0]
-                    for j in range(nb):
-                        u[j] = l0[j] + rate[j] * dr
-                    _horner(ci, u, p, nb)
-                    for j in range(nb):
-                        ureads[k, j] = p[j]
-                        off[j] += p[j]
-                for j in range(nb):
-                    off[j] = data[i, y, x0 + j] - off[j] / nr
-                for k in range(nr):
-                    for j in range(nb):
-                        u[j] = ureads[k, j] + off[j]
-                    if use_inl:
-                        for j in range(nb):
-                            u[j] += _interp(u[j], inl_value, inl_corr, channel[x0 + j], inl_step)
-                    _horner(cl, u, p, nb)
-                    for j in range(nb):
-                        acc[j] += p[j]
-                for j in range(nb):
-                    if not bad[j] and (gdq[i, y, x0 + j] & _SAT) == 0:
-                        data[i, y, x0 + j] = np.float32(acc[j] / nr)
-        n_clip = 0
-        for i in range(nres):
-            for x in range(nx):
-                d = data[i, y, x]
-                if d > CLIP_LIMIT or d < -CLIP_LIMIT:
-                    data[i, y, x] = np.float32(CLIP_LIMIT if d > 0 else -CLIP_LIMIT)
-                    gdq[i, y, x] |= _DNU
-                    n_clip += 1
-        row_counts[y, 0] += n_bad
-        row_counts[y, 1] += n_clip
+def _same_bits(a: np.ndarray, value: np.float32) -> bool:
+    """True if every element of the float32 array ``a`` (2-D) has the bits of ``value``."""
+    bits = np.asarray(value, dtype=np.float32).reshape(1).view(np.uint32)[0]
+    return bool(_k.same_bits(a.view(np.uint32), bits))
