@@ -127,3 +127,19 @@ def test_read_ahead_gives_the_same_pieces(tmp_path, compression):
     pieces = [p.copy() for p in reader.planes(2, read_ahead=True)]
     assert [len(p) for p in pieces] == [2, 2, 2, 1]
     np.testing.assert_array_equal(np.concatenate(pieces), cube)
+
+
+@pytest.mark.parametrize("compression", ["input", "lz4"])
+def test_or_into_streams_flags(tmp_path, compression):
+    from rampcal.datamodels.blockstream import or_into
+
+    rng = np.random.default_rng(11)
+    flags = (rng.integers(0, 4, size=(300, 500)) << 3).astype(np.uint32)
+    path = tmp_path / "f.asdf"
+    _write(path, {"dq": flags}, None if compression == "input" else compression)
+    target = rng.integers(0, 8, size=flags.shape).astype(np.uint32)
+    expected = target | flags
+    with asdf.open(path, lazy_load=True) as af:
+        assert or_into(target, af, "dq")
+        assert not or_into(target, af, "missing")
+    np.testing.assert_array_equal(target, expected)

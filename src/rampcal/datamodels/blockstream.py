@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["BlockInfo", "PlaneReader", "compact_array", "find_block", "plane_reader"]
+__all__ = ["BlockInfo", "PlaneReader", "compact_array", "find_block", "or_into", "plane_reader"]
 
 _MAGIC = b"\xd3BLK"
 _HEADER = struct.Struct(">IIQQQ16s")  # flags, compression, allocated, used, data size, md5
@@ -340,3 +340,27 @@ def _all_equal(piece: np.ndarray, value) -> bool:
     if np.issubdtype(piece.dtype, np.floating) and np.isnan(value):
         return bool(np.isnan(piece).all())
     return bool((piece == value).all())
+
+
+def or_into(target: np.ndarray, model, key: str) -> bool:
+    """OR the integer array ``key`` of a lazily opened model into ``target``, in place.
+
+    The array is streamed a few MB at a time, so a DQ plane never exists whole in
+    memory. Returns False (``target`` unchanged) if the model has no ``key``.
+    """
+    tree = model.tree if hasattr(model, "tree") and not hasattr(model, "_instance") else model
+    if tree.get(key) is None:
+        return False
+    reader = plane_reader(model, key)
+    if reader is None:
+        np.bitwise_or(target, np.asarray(tree[key]).astype(target.dtype, copy=False), out=target)
+        return True
+    if reader.shape != target.shape:
+        raise ValueError(f"'{key}' has shape {reader.shape}, expected {target.shape}")
+    row_bytes = reader.dtype.itemsize * int(np.prod(reader.shape[1:], dtype=np.int64))
+    start = 0
+    for piece in reader.planes(max(1, _PIECE // max(1, row_bytes))):
+        n = len(piece)
+        target[start : start + n] |= piece.astype(target.dtype, copy=False)
+        start += n
+    return True

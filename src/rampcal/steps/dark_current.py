@@ -17,7 +17,7 @@ import numpy as np
 from rampcal.core.dark import subtract_dark_cube, subtract_dark_from_resultants, subtract_dark_slope
 from rampcal.core.readpattern import resultant_times
 from rampcal.datamodels import read_pattern_of, save_atomic
-from rampcal.datamodels.blockstream import compact_array
+from rampcal.datamodels.blockstream import compact_array, or_into, plane_reader
 from rampcal.errors import ReferenceFileError
 from rampcal.reference.nominal import REFERENCE_BORDER
 from rampcal.steps.base import RampcalStep
@@ -48,9 +48,14 @@ class DarkCurrentStep(RampcalStep):
         if ref is None:
             self.record_step(model, "SKIPPED", reason="no DARK reference file")
             return model
-        # uniform reference arrays (the built-in default) are kept as one value
-        dark_dq = compact_array(ref, "dq", np.uint32) if "dq" in ref else None
         cube = ref.get("data")
+        per_resultant = not isinstance(model, rdd.ImageModel)
+        per_resultant = per_resultant and (cube is None or np.ndim(cube) != 3)
+        # uniform reference arrays (the built-in default) are kept as one value; for the
+        # usual per-resultant path the DQ is streamed straight into pixeldq instead
+        dark_dq = None
+        if "dq" in ref and not per_resultant:
+            dark_dq = compact_array(ref, "dq", np.uint32)
         if isinstance(model, rdd.ImageModel):
             result = self._from_slope(model, ref, dark_dq)
         elif cube is not None and np.ndim(cube) == 3:
@@ -65,14 +70,15 @@ class DarkCurrentStep(RampcalStep):
             )
             model.data, model.pixeldq = result.data, result.dq
         else:
+            streamed = plane_reader(ref, "dark_slope") is not None  # then slope is ours
             slope = compact_array(ref, "dark_slope", np.float32)
             times = resultant_times(read_pattern_of(model), float(model.meta.exposure.frame_time))
             data = np.ascontiguousarray(model.data, dtype=np.float32)
-            result = subtract_dark_from_resultants(
-                data, model.pixeldq, slope, times.tbar, dark_dq=dark_dq
-            )
+            if "dq" in ref:
+                or_into(model.pixeldq, ref, "dq")
+            result = subtract_dark_from_resultants(data, model.pixeldq, slope, times.tbar)
             model.data, model.pixeldq = result.data, result.dq
-            model["average_dark_current"] = _finite_or_zero(slope)
+            model["average_dark_current"] = _finite_or_zero(slope, inplace=streamed)
         if self.dark_output:
             save_atomic(ref, self.dark_output)
         self.record_step(model, "COMPLETE")
@@ -93,11 +99,10 @@ class DarkCurrentStep(RampcalStep):
         return result
 
 
-def _finite_or_zero(slope: np.ndarray) -> np.ndarray:
-    """The dark rate with NaN as 0; a uniform (broadcast) rate stays one value."""
+def _finite_or_zero(slope: np.ndarray, *, inplace: bool = False) -> np.ndarray:
+    """The dark rate with NaN (and inf) as 0; a uniform (broadcast) rate stays one value."""
     if slope.ndim and not any(slope.strides):
         value = slope.flat[0]
         return np.broadcast_to(np.float32(value if np.isfinite(value) else 0), slope.shape)
-    return np.nan_to_num(slope, copy=True, nan=0.0, posinf=0.0, neginf=0.0).astype(
-        np.float32, copy=False
-    )
+    out = slope if inplace and slope.flags.writeable else np.array(slope, dtype=np.float32)
+    return np.nan_to_num(out, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
