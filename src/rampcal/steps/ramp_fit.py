@@ -28,6 +28,7 @@ class RampFitStep(RampcalStep):
     use_ramp_jump_detection = boolean(default=True)  # jumps found in the fit (else: jump step)
     threshold_intercept = float(default=None)  # ols_cas22 jump threshold intercept (default 5.5)
     threshold_constant = float(default=None)  # ols_cas22 jump threshold slope (default 1/3)
+    jump_statistic = option('gls', 'excess_slope', default='gls')  # spec's: excess_slope
     rejection_threshold = float(default=4.5)  # likely jump threshold (sigma)
     include_var_rnoise = boolean(default=True)  # write var_rnoise into the image
     record_jumps = boolean(default=True)  # store every jump's (resultant, y, x) as jump_indices
@@ -59,6 +60,7 @@ class RampFitStep(RampcalStep):
                 use_jump_detection=self.use_ramp_jump_detection,
                 threshold_intercept=self.threshold_intercept,
                 threshold_constant=self.threshold_constant,
+                jump_statistic=self.jump_statistic,
                 rejection_threshold=self.rejection_threshold,
                 include_var_rnoise=self.include_var_rnoise,
                 record_jumps=self.record_jumps,
@@ -90,6 +92,7 @@ def fit_ramp_model(
     use_jump_detection: bool = True,
     threshold_intercept: float | None = None,
     threshold_constant: float | None = None,
+    jump_statistic: str = "gls",
     rejection_threshold: float = 4.5,
     include_var_rnoise: bool = True,
     record_jumps: bool = True,
@@ -149,6 +152,7 @@ def fit_ramp_model(
             use_jump_detection=use_jump_detection,
             threshold_intercept=threshold_intercept,
             threshold_constant=threshold_constant,
+            jump_statistic=jump_statistic,
             rejection_threshold=rejection_threshold,
         )  # fmt: skip
         slope, err, vp, vr, chisq, gdq_out = fit
@@ -195,6 +199,7 @@ def _fit_block(algorithm, data, groupdq, read_noise, gain, read_pattern, frame_t
                 use_jump_detection=kw["use_jump_detection"],
                 threshold_intercept=kw["threshold_intercept"],
                 threshold_constant=kw["threshold_constant"],
+                jump_statistic=kw["jump_statistic"],
                 dark_rate=dark,
             )
         )  # fmt: skip
