@@ -17,11 +17,14 @@ from stpipe import Pipeline, Step
 from stpipe.datamodel import AbstractDataModel
 
 from rampcal import __version__
+from rampcal._startup import preload_asdf_extensions
 from rampcal.datamodels import open_model, save_atomic, strip_suffix
 from rampcal.errors import InputFileError, ReferenceFileError
 from rampcal.reference import DEFAULT_PREFIX, cache_dir, crds_configured, exposure_key, resolve
 
 log = logging.getLogger(__name__)
+
+preload_asdf_extensions()  # every step reads or writes Roman ASDF files
 
 __all__ = ["RampcalPipeline", "RampcalStep", "load_reference"]
 

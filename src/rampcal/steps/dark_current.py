@@ -105,4 +105,7 @@ def _finite_or_zero(slope: np.ndarray, *, inplace: bool = False) -> np.ndarray:
         value = slope.flat[0]
         return np.broadcast_to(np.float32(value if np.isfinite(value) else 0), slope.shape)
     out = slope if inplace and slope.flags.writeable else np.array(slope, dtype=np.float32)
-    return np.nan_to_num(out, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+    for y0 in range(0, out.shape[0], 256):  # row blocks: no full-plane masks
+        block = out[y0 : y0 + 256]
+        block[~np.isfinite(block)] = 0.0
+    return out
