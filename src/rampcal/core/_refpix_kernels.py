@@ -53,6 +53,15 @@ def _rows_flat_real(a):
     return True
 
 
+@numba.njit(cache=True, fastmath=False, inline="always")
+def _trend_sample(data, amp, off_rows, off_amp, use_off, f, r, y, k, c, w):
+    """Value and offset of read ``k`` of reference row ``r`` (row ``y``) of channel ``c``."""
+    if c == _N_DET:
+        return amp[f, y, k], (off_amp[y, k] if use_off else 0.0)
+    col = _col(c, k, w)
+    return data[f, y, col], (off_rows[r, col] if use_off else 0.0)
+
+
 @numba.njit(cache=True, fastmath=False)
 def _fit_trends(data, amp, off_rows, off_amp, use_off, f0, nf, period, slope, icept):
     """Least-squares line ``z = m*tau + b`` through the top/bottom reference rows.
@@ -74,13 +83,7 @@ def _fit_trends(data, amp, off_rows, off_amp, use_off, f0, nf, period, slope, ic
         for r in range(2 * _N_REF):
             y = r if r < _N_REF else ny - 2 * _N_REF + r
             for k in range(w):
-                if c == _N_DET:
-                    x = amp[f, y, k]
-                    o = off_amp[y, k] if use_off else 0.0
-                else:
-                    col = _col(c, k, w)
-                    x = data[f, y, col]
-                    o = off_rows[r, col] if use_off else 0.0
+                x, o = _trend_sample(data, amp, off_rows, off_amp, use_off, f, r, y, k, c, w)
                 if x == 0.0:
                     continue
                 n += 1
@@ -97,13 +100,7 @@ def _fit_trends(data, amp, off_rows, off_amp, use_off, f0, nf, period, slope, ic
         for r in range(2 * _N_REF):
             y = r if r < _N_REF else ny - 2 * _N_REF + r
             for k in range(w):
-                if c == _N_DET:
-                    x = amp[f, y, k]
-                    o = off_amp[y, k] if use_off else 0.0
-                else:
-                    col = _col(c, k, w)
-                    x = data[f, y, col]
-                    o = off_rows[r, col] if use_off else 0.0
+                x, o = _trend_sample(data, amp, off_rows, off_amp, use_off, f, r, y, k, c, w)
                 if x == 0.0:
                     continue
                 dt = y * period + k - tmean - tbar
