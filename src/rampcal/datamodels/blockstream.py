@@ -156,11 +156,16 @@ class PlaneReader:
                     pending = pool.submit(load, k + 1) if k + 1 < len(starts) else None
                     yield piece
 
+    def rows_per_piece(self) -> int:
+        """Rows along axis 0 that make about one 4 MiB piece (at least 1)."""
+        row_bytes = self.dtype.itemsize * int(np.prod(self.shape[1:], dtype=np.int64))
+        return max(1, _PIECE // max(1, row_bytes))
+
     def read(self) -> np.ndarray:
         """The whole array (a new native-order array)."""
         out = np.empty(self.shape, dtype=self.dtype.newbyteorder("="))
         start = 0
-        for piece in self.planes(max(1, _PIECE // max(1, out[:1].nbytes))):
+        for piece in self.planes(self.rows_per_piece()):
             out[start : start + len(piece)] = piece
             start += len(piece)
         return out
@@ -311,16 +316,15 @@ def compact_array(model, key: str, dtype=None) -> np.ndarray | None:
     that single value; otherwise the whole array is read. Arrays already in memory,
     or not streamable, are returned as loaded. None if the model has no ``key``.
     """
-    tree = model.tree if hasattr(model, "tree") and not hasattr(model, "_instance") else model
+    tree = _tree(model)
     if tree.get(key) is None:
         return None
     reader = plane_reader(model, key)
     if reader is None:
         return np.asarray(tree[key], dtype=dtype)
     dtype = np.dtype(dtype or reader.dtype.newbyteorder("="))
-    row_bytes = reader.dtype.itemsize * int(np.prod(reader.shape[1:], dtype=np.int64))
     value, out, start = None, None, 0
-    for piece in reader.planes(max(1, _PIECE // max(1, row_bytes))):
+    for piece in reader.planes(reader.rows_per_piece()):
         n = len(piece)
         if value is None and piece.size:
             value = piece.flat[0]
@@ -336,6 +340,11 @@ def compact_array(model, key: str, dtype=None) -> np.ndarray | None:
     return np.broadcast_to(filled, reader.shape)
 
 
+def _tree(model):
+    """The mapping holding the arrays: an AsdfFile's tree, or the (Roman) model itself."""
+    return model.tree if hasattr(model, "tree") and not hasattr(model, "_instance") else model
+
+
 def _all_equal(piece: np.ndarray, value) -> bool:
     if np.issubdtype(piece.dtype, np.floating) and np.isnan(value):
         return bool(np.isnan(piece).all())
@@ -348,7 +357,7 @@ def or_into(target: np.ndarray, model, key: str) -> bool:
     The array is streamed a few MB at a time, so a DQ plane never exists whole in
     memory. Returns False (``target`` unchanged) if the model has no ``key``.
     """
-    tree = model.tree if hasattr(model, "tree") and not hasattr(model, "_instance") else model
+    tree = _tree(model)
     if tree.get(key) is None:
         return False
     reader = plane_reader(model, key)
@@ -357,9 +366,8 @@ def or_into(target: np.ndarray, model, key: str) -> bool:
         return True
     if reader.shape != target.shape:
         raise ValueError(f"'{key}' has shape {reader.shape}, expected {target.shape}")
-    row_bytes = reader.dtype.itemsize * int(np.prod(reader.shape[1:], dtype=np.int64))
     start = 0
-    for piece in reader.planes(max(1, _PIECE // max(1, row_bytes))):
+    for piece in reader.planes(reader.rows_per_piece()):
         n = len(piece)
         target[start : start + n] |= piece.astype(target.dtype, copy=False)
         start += n
